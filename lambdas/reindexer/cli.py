@@ -1,0 +1,212 @@
+"""The `reindexer` console command: `reindexer index TARGET` for a channel on S3 or in a local folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .indexer import (
+    DEFAULT_JOBS,
+    DEFAULT_REPODATA_MAX_AGE,
+    ChannelReport,
+    IndexOptions,
+    PublishSettings,
+    index_channel,
+    no_progress,
+)
+from .layout import KNOWN_SUBDIRS
+from .store import Store, StoreError
+
+logger = logging.getLogger("reindexer")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a channel lives: a bucket and prefix, or a local folder."""
+
+    bucket: str | None
+    prefix: str
+    folder: Path | None
+
+
+def parse_target(text: str) -> Target:
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket name in {text!r} (expected s3://BUCKET/PREFIX)")
+        return Target(bucket=bucket, prefix=prefix.strip("/"), folder=None)
+    if "://" in text:
+        raise ValueError(f"unsupported target {text!r}: use s3://BUCKET/PREFIX or a local folder")
+    return Target(bucket=None, prefix="", folder=Path(text))
+
+
+def open_store(target: Target, args: argparse.Namespace) -> Store:
+    if target.folder is not None:
+        from .storage.local import LocalStore
+
+        return LocalStore(target.folder)
+    from .storage.s3 import S3Store, create_s3_client
+
+    assert target.bucket is not None
+    client = create_s3_client(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        force_path_style=args.force_path_style,
+        max_connections=args.jobs + 4,
+    )
+    return S3Store(target.bucket, client)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reindexer", description="Index conda channels on S3 or on disk.")
+    parser.add_argument("--version", action="version", version=f"reindexer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser(
+        "index",
+        help="write repodata.json, repodata.json.zst and sharded repodata for a channel",
+        description="Bring a channel's index in line with its packages; only new or changed ones are read.",
+    )
+    index.add_argument("target", metavar="TARGET", help="s3://BUCKET/PREFIX or a local channel folder")
+    s3 = index.add_argument_group("S3 connection (credentials come from the standard AWS chain)")
+    s3.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
+    s3.add_argument("--region", help="bucket region (default: from the AWS configuration)")
+    s3.add_argument(
+        "--force-path-style", action="store_true", help="path-style addressing (MinIO, moto, ...)"
+    )
+    index.add_argument("--force", action="store_true", help="re-read every package and rewrite every output")
+    index.add_argument("--dry-run", action="store_true", help="print the planned changes and write nothing")
+    index.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, help="parallel package reads")
+    index.add_argument(
+        "--subdir",
+        action="append",
+        dest="subdirs",
+        metavar="NAME",
+        type=_subdir,
+        help="index only this subdir (repeatable; noarch is always included)",
+    )
+    index.add_argument("--base-url", help="where clients fetch packages from (writes repodata_version 2)")
+    index.add_argument(
+        "--repodata-max-age",
+        type=_non_negative_int,
+        default=DEFAULT_REPODATA_MAX_AGE,
+        metavar="SECONDS",
+        help=f"Cache-Control max-age of repodata files (default {DEFAULT_REPODATA_MAX_AGE})",
+    )
+    index.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
+    index.add_argument("-v", "--verbose", action="store_true", help="log more detail on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    try:
+        target = parse_target(args.target)
+        store = open_store(target, args)
+        options = IndexOptions(
+            subdirs=args.subdirs,
+            force=args.force,
+            dry_run=args.dry_run,
+            jobs=args.jobs,
+            settings=PublishSettings(base_url=args.base_url, repodata_max_age=args.repodata_max_age),
+            progress=_progress_bar if sys.stderr.isatty() and not args.verbose else no_progress,
+        )
+        report = index_channel(store, target.prefix, options)
+    except (StoreError, ValueError) as error:
+        print(f"reindexer: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reindexer: interrupted; the index was left as it was before this run", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print_report(report)
+    if not report.ok:
+        failed = sorted(name for name, subdir in report.subdirs.items() if subdir.error)
+        print(f"reindexer: error: could not index {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_report(report: ChannelReport) -> None:
+    verb = "would " if report.dry_run else ""
+    print(f"{'Planned' if report.dry_run else 'Indexed'} {report.target}")
+    for name, subdir in sorted(report.subdirs.items()):
+        if subdir.error:
+            print(f"  {name}: FAILED: {subdir.error}")
+            continue
+        counts = (
+            f"{verb}add {len(subdir.added)}, {verb}update {len(subdir.updated)}, "
+            f"{verb}remove {len(subdir.removed)}, unchanged {subdir.unchanged}, "
+            f"rejected {len(subdir.rejected)}"
+        )
+        outcome = "" if report.dry_run else ("written" if subdir.written else "nothing to write")
+        print(f"  {name}: {counts}{'; ' + outcome if outcome else ''}")
+        for rejection in subdir.rejected:
+            print(f"    rejected {rejection.file}: {rejection.reason}")
+        for failure in subdir.failed:
+            print(f"    not read (retried next run) {failure.file}: {failure.reason}")
+        if report.dry_run:
+            for label, names in (
+                ("add", subdir.added),
+                ("update", subdir.updated),
+                ("remove", subdir.removed),
+            ):
+                for filename in names:
+                    print(f"    {verb}{label} {filename}")
+    for rejection in report.rejected:
+        print(f"  rejected {rejection.file}: {rejection.reason}")
+    requests = ", ".join(f"{kind} {count}" for kind, count in sorted(report.requests.items()))
+    print(f"{sum(report.requests.values())} requests ({requests or 'none'}) in {report.seconds:.2f} s")
+
+
+@contextmanager
+def _progress_bar(label: str, total: int) -> Iterator[Callable[[], None]]:
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=label, unit="pkg", file=sys.stderr, leave=False) as bar:
+
+        def advance() -> None:
+            bar.update(1)
+
+        yield advance
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _subdir(text: str) -> str:
+    if text not in KNOWN_SUBDIRS:
+        raise argparse.ArgumentTypeError(
+            f"unknown subdir {text!r}; known: {', '.join(sorted(KNOWN_SUBDIRS))}"
+        )
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

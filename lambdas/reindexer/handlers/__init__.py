@@ -1,0 +1,1 @@
+"""AWS Lambda entry points: thin adapters from events to the indexing use cases."""

@@ -1,0 +1,74 @@
+"""Sharded repodata (CEP-16): one content-addressed msgpack shard per package name and the shard index."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import zstandard
+
+from .layout import CONDA_EXTENSION, SHARDS_FOLDER
+from .records import Record
+
+SHARD_ZST_LEVEL = 19
+
+
+def group_by_name(records: Mapping[str, Record]) -> dict[str, dict[str, Record]]:
+    """Split a subdir's records into one group per package name, the unit of a shard."""
+    groups: dict[str, dict[str, Record]] = {}
+    for filename in sorted(records):
+        record = records[filename]
+        groups.setdefault(record["name"], {})[filename] = record
+    return groups
+
+
+def render_shard(records: Mapping[str, Record]) -> bytes:
+    """Compressed shard for one package name; identical records always give identical bytes."""
+    tar_bz2: dict[str, dict[str, Any]] = {}
+    conda: dict[str, dict[str, Any]] = {}
+    for filename in sorted(records):
+        section = conda if filename.endswith(CONDA_EXTENSION) else tar_bz2
+        section[filename] = _shard_record(records[filename])
+    packed = msgpack.packb({"packages": tar_bz2, "packages.conda": conda, "removed": []}, use_bin_type=True)
+    return zstandard.ZstdCompressor(level=SHARD_ZST_LEVEL).compress(packed)
+
+
+def shard_digest(shard: bytes) -> str:
+    """A shard's address: the sha256 of its compressed bytes."""
+    return hashlib.sha256(shard).hexdigest()
+
+
+def shard_path(digest: str) -> str:
+    return f"{SHARDS_FOLDER}/{digest}.msgpack.zst"
+
+
+def render_shard_index(
+    subdir: str, digests: Mapping[str, str], created_at: datetime, base_url: str | None = None
+) -> bytes:
+    """Compressed shard index mapping each package name to the raw sha256 of its shard."""
+    index = {
+        "info": {
+            "subdir": subdir,
+            "base_url": base_url or "",
+            "shards_base_url": f"./{SHARDS_FOLDER}/",
+            "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        "shards": {name: bytes.fromhex(digests[name]) for name in sorted(digests)},
+    }
+    return zstandard.ZstdCompressor(level=SHARD_ZST_LEVEL).compress(msgpack.packb(index, use_bin_type=True))
+
+
+def _shard_record(record: Record) -> dict[str, Any]:
+    # CEP-16 stores the digests as raw bytes rather than hex strings.
+    packed = dict(record)
+    for field in ("md5", "sha256"):
+        value = packed.get(field)
+        if isinstance(value, str):
+            try:
+                packed[field] = bytes.fromhex(value)
+            except ValueError:
+                del packed[field]
+    return packed

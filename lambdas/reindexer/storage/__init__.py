@@ -1,0 +1,1 @@
+"""Store implementations: Amazon S3 and compatible services, and local folders."""

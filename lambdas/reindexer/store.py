@@ -1,0 +1,92 @@
+"""The storage interface the indexer works against: list a folder, read, stream, and write conditionally.
+
+Implementations (S3, local folder) live in `reindexer.storage`; the core only sees this module.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing or a read saw it. The ETag identifies that exact content."""
+
+    key: str
+    etag: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass
+class FolderListing:
+    """The direct children of a folder: its objects and the names of its sub-folders."""
+
+    objects: list[StoredObject] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+
+class StoreError(Exception):
+    """A storage operation failed; the message is one line fit for a user."""
+
+
+class NotFoundError(StoreError):
+    """The object does not exist."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+class TransientStoreError(StoreError):
+    """Worth retrying later: throttling, a 5xx, a timeout, a dropped connection."""
+
+
+class FatalStoreError(StoreError):
+    """Nothing can be done with this target: missing bucket or folder, access denied, endpoint down."""
+
+
+class Store(Protocol):
+    """What the indexer needs from a storage backend. Keys are '/'-separated and relative to the root."""
+
+    requests: Counter[str]
+
+    def describe(self, key: str) -> str:
+        """A user-facing location such as s3://bucket/key or a path."""
+        ...
+
+    def list_folder(self, prefix: str) -> FolderListing:
+        """Direct children of `prefix` (a folder key without trailing slash; '' for the root)."""
+        ...
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        """Whole content and ETag of a small object; NotFoundError if absent."""
+        ...
+
+    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
+        """Stream an object's bytes to `sink` and return what was read (its ETag and size)."""
+        ...
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        cache_control: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """Store `data`; return the new ETag. With if_match / if_none_match the write is conditional and
+        raises PreconditionFailedError when the object is not in the expected state."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; absent objects are not an error."""
+        ...
