@@ -1,0 +1,48 @@
+"""Shared fixtures: fake AWS credentials, an embedded S3 server on loopback, and generated channels."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from devtools.sample_channel import SamplePackage, build_packages, plan_channel
+from reindexer.embedded_s3 import EmbeddedS3
+
+# Fake credentials and no instance-metadata lookups: nothing may leave loopback.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session")
+def embedded_s3() -> Iterator[EmbeddedS3]:
+    """One moto server (real HTTP on 127.0.0.1) for the whole session; tests use their own buckets."""
+    with EmbeddedS3() as server:
+        yield server
+
+
+@pytest.fixture
+def http_s3_client(embedded_s3: EmbeddedS3):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", endpoint_url=embedded_s3.endpoint_url, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def small_channel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SamplePackage]]:
+    """A 24-package channel over four subdirs in both formats, built once per session by rattler-build."""
+    folder = tmp_path_factory.mktemp("small-channel")
+    packages = plan_channel(24)
+    build_packages(packages, folder)
+    return folder, packages
