@@ -35,7 +35,7 @@ def embedded_s3() -> Iterator[EmbeddedS3]:
 
 
 @pytest.fixture
-def http_s3_client(embedded_s3: EmbeddedS3):  # type: ignore[no-untyped-def]
+def http_s3_client(embedded_s3: EmbeddedS3):
     return boto3.client("s3", endpoint_url=embedded_s3.endpoint_url, region_name="us-east-1")
 
 
