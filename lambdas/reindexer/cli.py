@@ -106,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The human summary already lists rejections; the log carries them when stdout is machine-readable.
+    quiet_level = logging.WARNING if args.json else logging.ERROR
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+        level=logging.INFO if args.verbose else quiet_level, format="%(levelname)s: %(message)s"
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
