@@ -1,0 +1,1 @@
+"""CDK constructs and stacks that deploy a self-indexing conda channel. Never imports lambdas/."""
