@@ -95,7 +95,8 @@ async def solve_and_install(channel_url: str, spec: str, prefix: Path, cache: Pa
     if missing:
         raise RuntimeError(f"installed packages left no files: {missing}")
     return [
-        f"{r.name.normalized} {r.version} ({r.subdir}, sha256 {(r.sha256 or b"").hex()[:12]}…)" for r in records
+        f"{r.name.normalized} {r.version} ({r.subdir}, sha256 {(r.sha256 or b'').hex()[:12]}…)"
+        for r in records
     ]
 
 
