@@ -309,6 +309,11 @@ def read_package(store: Store, subdir: str, obj: StoredObject) -> IndexedPackage
             record = build_record(filename, subdir, metadata, spool.digests())
         except BadPackageError as error:
             return RejectedFile(fetched.etag, fetched.size, str(error))
+        except Exception as error:
+            # Not a verdict on the package: an unforeseen failure is logged in full and retried next run,
+            # and never stops the packages beside it.
+            logger.exception("unexpected error while reading %s", store.describe(obj.key))
+            return f"unexpected {type(error).__name__}: {error}"
     return IndexedPackage(fetched.etag, fetched.size, record)
 
 
