@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -54,7 +54,7 @@ def render_shard_index(
             "subdir": subdir,
             "base_url": base_url or "",
             "shards_base_url": f"./{SHARDS_FOLDER}/",
-            "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "created_at": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
         "shards": {name: bytes.fromhex(digests[name]) for name in sorted(digests)},
     }

@@ -1,0 +1,159 @@
+"""The `reindexer index` command on local folders: exit codes, human and JSON summaries, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reindexer.cli import main, parse_target
+from tests.unit.helpers import channel_files, copy_channel, read_repodata
+
+SUBDIRS = ["linux-64", "noarch", "osx-arm64", "win-64"]
+
+
+@pytest.fixture
+def channel(tmp_path, small_channel) -> Path:
+    return copy_channel(small_channel[0], tmp_path / "channel")
+
+
+def assert_one_error_line(err: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("reindexer: error:")
+    assert "Traceback" not in err
+
+
+def test_index_local_folder_exits_0_with_a_human_summary(channel, small_channel, capsys):
+    code = main(["index", str(channel)])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == ""
+    assert f"Indexed {channel}" in out
+    for subdir in SUBDIRS:
+        count = sum(1 for p in small_channel[1] if p.subdir == subdir)
+        assert f"  {subdir}: add {count}, update 0, remove 0, unchanged 0, rejected 0; written" in out
+    assert "requests (" in out
+    assert (channel / "linux-64" / "repodata.json").is_file()
+
+
+def test_second_run_reports_nothing_to_write(channel, capsys):
+    assert main(["index", str(channel)]) == 0
+    capsys.readouterr()
+
+    assert main(["index", str(channel)]) == 0
+
+    out, _ = capsys.readouterr()
+    assert "linux-64: add 0, update 0, remove 0, unchanged 6, rejected 0; nothing to write" in out
+
+
+def test_rejected_files_are_listed_in_the_summary(channel, capsys):
+    (channel / "linux-64" / "broken-1.0-h0_0.conda").write_bytes(b"garbage")
+
+    code = main(["index", str(channel)])
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "    rejected broken-1.0-h0_0.conda: not a valid .conda (zip) archive" in out
+
+
+def test_json_prints_exactly_one_json_object(channel, capsys):
+    code = main(["index", str(channel), "--json"])
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1
+    summary = json.loads(out)
+    assert isinstance(summary, dict)
+    assert summary["ok"] is True
+    assert summary["dry_run"] is False
+    assert sorted(summary["subdirs"]) == SUBDIRS
+    for report in summary["subdirs"].values():
+        assert {"added", "removed", "unchanged", "rejected", "updated", "written"} <= set(report)
+    assert len(summary["subdirs"]["linux-64"]["added"]) == 6
+    assert summary["rejected"] == []
+    assert summary["requests"]["write"] > 0
+    assert isinstance(summary["seconds"], (int, float))
+
+
+def test_missing_folder_is_a_one_line_error(tmp_path, capsys):
+    code = main(["index", str(tmp_path / "nowhere")])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err)
+    assert "nowhere" in err
+
+
+def test_unknown_subdir_is_a_usage_error(channel, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", str(channel), "--subdir", "linux-65"])
+
+    assert exit_info.value.code == 2
+    assert "unknown subdir 'linux-65'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["http://x", "ftp://host/chan", "s3://"])
+def test_bad_target_is_a_one_line_error(target, capsys):
+    code = main(["index", target])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err)
+
+
+def test_dry_run_writes_nothing_and_prints_the_plan(channel, capsys):
+    before = channel_files(channel)
+
+    code = main(["index", str(channel), "--dry-run"])
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert channel_files(channel) == before
+    assert f"Planned {channel}" in out
+    assert "linux-64: would add 6, would update 0, would remove 0" in out
+    assert "    would add sample-linux64-0000-1.4.8-h0000001_1.tar.bz2" in out
+
+
+def test_subdir_option_indexes_only_that_subdir_and_noarch(channel, capsys):
+    assert main(["index", str(channel), "--subdir", "win-64", "--json"]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(summary["subdirs"]) == ["noarch", "win-64"]
+    assert not (channel / "linux-64" / "repodata.json").exists()
+
+
+def test_base_url_option_writes_repodata_version_2(channel, capsys):
+    assert main(["index", str(channel), "--base-url", "https://cdn.example.org/chan"]) == 0
+
+    repodata = read_repodata(channel / "noarch")
+    assert repodata["repodata_version"] == 2
+    assert repodata["info"]["base_url"] == "https://cdn.example.org/chan"
+
+
+@pytest.mark.parametrize("option", [["--jobs", "0"], ["--jobs", "x"], ["--repodata-max-age", "-1"]])
+def test_invalid_numbers_are_usage_errors(channel, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", str(channel), *option])
+
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "bucket", "prefix"),
+    [("s3://bucket", "bucket", ""), ("s3://bucket/org/dev/", "bucket", "org/dev")],
+)
+def test_parse_target_splits_bucket_and_prefix(text, bucket, prefix):
+    target = parse_target(text)
+
+    assert (target.bucket, target.prefix, target.folder) == (bucket, prefix, None)
+
+
+def test_parse_target_treats_other_text_as_a_folder():
+    target = parse_target("some/folder")
+
+    assert (target.bucket, target.folder) == (None, Path("some/folder"))

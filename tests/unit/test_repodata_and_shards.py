@@ -1,0 +1,221 @@
+"""What clients read: repodata.json, its zstd twin, CEP-16 shards and the shard index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import msgpack
+import pytest
+
+from reindexer.repodata import compress_repodata, parse_repodata, render_repodata
+from reindexer.shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
+from tests.unit.helpers import zstd_decompress
+
+CREATED_AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+
+def record(name: str, version: str = "1.0", build: str = "h0_0", **fields: Any) -> dict[str, Any]:
+    content = f"{name}-{version}-{build}".encode()
+    document = {
+        "build": build,
+        "build_number": 0,
+        "depends": [],
+        "md5": hashlib.md5(content).hexdigest(),
+        "name": name,
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "size": len(content),
+        "subdir": "linux-64",
+        "version": version,
+    }
+    document.update(fields)
+    return document
+
+
+RECORDS = {
+    "b-2.0-h0_0.conda": record("b", "2.0"),
+    "a-1.0-h0_0.tar.bz2": record("a", "1.0"),
+    "a-1.0-h0_0.conda": record("a", "1.0"),
+    "b-1.0-h0_0.tar.bz2": record("b", "1.0"),
+}
+
+
+# --- repodata.json ------------------------------------------------------------------------------------
+
+
+def test_render_repodata_layout_splits_formats():
+    document = json.loads(render_repodata("linux-64", RECORDS))
+
+    assert document["info"] == {"subdir": "linux-64"}
+    assert document["packages"] == {
+        "a-1.0-h0_0.tar.bz2": RECORDS["a-1.0-h0_0.tar.bz2"],
+        "b-1.0-h0_0.tar.bz2": RECORDS["b-1.0-h0_0.tar.bz2"],
+    }
+    assert document["packages.conda"] == {
+        "a-1.0-h0_0.conda": RECORDS["a-1.0-h0_0.conda"],
+        "b-2.0-h0_0.conda": RECORDS["b-2.0-h0_0.conda"],
+    }
+    assert document["removed"] == []
+    assert document["repodata_version"] == 1
+
+
+def test_render_repodata_of_no_records_is_a_valid_empty_index():
+    document = json.loads(render_repodata("noarch", {}))
+
+    assert document == {
+        "info": {"subdir": "noarch"},
+        "packages": {},
+        "packages.conda": {},
+        "removed": [],
+        "repodata_version": 1,
+    }
+
+
+def test_render_repodata_with_base_url_announces_version_2():
+    document = json.loads(
+        render_repodata("linux-64", RECORDS, base_url="https://cdn.example.org/chan/linux-64/")
+    )
+
+    assert document["info"] == {"subdir": "linux-64", "base_url": "https://cdn.example.org/chan/linux-64/"}
+    assert document["repodata_version"] == 2
+
+
+def test_render_repodata_is_deterministic_whatever_the_input_order():
+    reordered = dict(reversed(list(RECORDS.items())))
+
+    assert render_repodata("linux-64", RECORDS) == render_repodata("linux-64", reordered)
+    document = json.loads(render_repodata("linux-64", reordered))
+    assert list(document["packages.conda"]) == sorted(document["packages.conda"])
+    assert list(document["packages"]) == sorted(document["packages"])
+
+
+def test_render_repodata_keeps_non_ascii_text():
+    records = {"a-1.0-h0_0.conda": record("a", summary="Ünïcode ✓")}
+
+    assert json.loads(render_repodata("noarch", records))["packages.conda"]["a-1.0-h0_0.conda"][
+        "summary"
+    ] == ("Ünïcode ✓")
+
+
+def test_compress_repodata_round_trips_through_a_streaming_decompressor():
+    raw = render_repodata("linux-64", RECORDS)
+
+    assert zstd_decompress(compress_repodata(raw)) == raw
+
+
+def test_parse_repodata_reads_both_sections():
+    assert parse_repodata(render_repodata("linux-64", RECORDS)) == RECORDS
+
+
+def test_parse_repodata_tolerates_junk_entries():
+    raw = json.dumps(
+        {
+            "packages": {
+                "a-1.0-h0_0.tar.bz2": record("a"),
+                "junk-1-0.tar.bz2": "nope",
+                "x-1-0.tar.bz2": None,
+            },
+            "packages.conda": ["not", "a", "mapping"],
+            "removed": "whatever",
+        }
+    ).encode()
+
+    assert parse_repodata(raw) == {"a-1.0-h0_0.tar.bz2": record("a")}
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"null", b"3", b"{}"])
+def test_parse_repodata_of_a_document_without_sections_has_no_records(raw):
+    assert parse_repodata(raw) == {}
+
+
+# --- shards -------------------------------------------------------------------------------------------
+
+
+def test_group_by_name_makes_one_group_per_package_name():
+    groups = group_by_name(RECORDS)
+
+    assert sorted(groups) == ["a", "b"]
+    assert sorted(groups["b"]) == ["b-1.0-h0_0.tar.bz2", "b-2.0-h0_0.conda"]
+
+
+def test_render_shard_is_deterministic_whatever_the_input_order():
+    group = group_by_name(RECORDS)["b"]
+    reordered = dict(reversed(list(group.items())))
+
+    assert render_shard(group) == render_shard(reordered)
+
+
+def test_render_shard_holds_digests_as_raw_bytes():
+    group = group_by_name(RECORDS)["b"]
+
+    shard = msgpack.unpackb(zstd_decompress(render_shard(group)), raw=False)
+
+    assert set(shard) == {"packages", "packages.conda", "removed"}
+    assert shard["removed"] == []
+    assert list(shard["packages"]) == ["b-1.0-h0_0.tar.bz2"]
+    assert list(shard["packages.conda"]) == ["b-2.0-h0_0.conda"]
+    entry = shard["packages.conda"]["b-2.0-h0_0.conda"]
+    source = group["b-2.0-h0_0.conda"]
+    assert entry["md5"] == bytes.fromhex(source["md5"]) and len(entry["md5"]) == 16
+    assert entry["sha256"] == bytes.fromhex(source["sha256"]) and len(entry["sha256"]) == 32
+    assert {k: v for k, v in entry.items() if k not in ("md5", "sha256")} == {
+        k: v for k, v in source.items() if k not in ("md5", "sha256")
+    }
+
+
+def test_render_shard_leaves_the_records_unchanged():
+    group = group_by_name(RECORDS)["a"]
+    before = json.dumps(group, sort_keys=True)
+
+    render_shard(group)
+
+    assert json.dumps(group, sort_keys=True) == before
+
+
+def test_shard_digest_is_sha256_of_the_compressed_bytes():
+    shard = render_shard(group_by_name(RECORDS)["a"])
+
+    assert shard_digest(shard) == hashlib.sha256(shard).hexdigest()
+    assert shard_path(shard_digest(shard)) == f"shards/{hashlib.sha256(shard).hexdigest()}.msgpack.zst"
+
+
+def test_render_shard_index_structure():
+    digests = {name: shard_digest(render_shard(group)) for name, group in group_by_name(RECORDS).items()}
+
+    index = msgpack.unpackb(zstd_decompress(render_shard_index("linux-64", digests, CREATED_AT)), raw=False)
+
+    assert index["info"] == {
+        "subdir": "linux-64",
+        "base_url": "",
+        "shards_base_url": "./shards/",
+        "created_at": "2024-05-06T07:08:09.123456Z",
+    }
+    assert set(index["shards"]) == {"a", "b"}
+    for name, digest in index["shards"].items():
+        assert isinstance(digest, bytes) and len(digest) == 32
+        assert digest.hex() == digests[name]
+
+
+def test_render_shard_index_created_at_is_rfc3339_utc():
+    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, CREATED_AT)), raw=False)
+
+    created_at = index["info"]["created_at"]
+    assert created_at.endswith("Z")
+    assert datetime.fromisoformat(created_at) == CREATED_AT
+
+
+def test_render_shard_index_converts_created_at_to_utc():
+    # A 'Z' suffix claims UTC: an aware time in another zone must be converted, not relabelled.
+    local = CREATED_AT.astimezone(timezone(timedelta(hours=2)))
+
+    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, local)), raw=False)
+
+    assert datetime.fromisoformat(index["info"]["created_at"]) == CREATED_AT
+
+
+def test_render_shard_index_of_an_empty_subdir_has_no_shards():
+    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, CREATED_AT)), raw=False)
+
+    assert index["shards"] == {}

@@ -1,0 +1,108 @@
+"""The indexer's own memory between runs: it must survive a round trip and refuse what it cannot read."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import zstandard
+
+from reindexer.state import STATE_FORMAT, IndexedPackage, RejectedFile, SubdirState
+
+
+def sample_state() -> SubdirState:
+    return SubdirState(
+        packages={
+            "b-1.0-h0_0.conda": IndexedPackage(
+                "etag-b", 20, {"name": "b", "version": "1.0", "build": "h0_0", "summary": "Ünï"}
+            ),
+            "a-1.0-h0_0.tar.bz2": IndexedPackage("etag-a", 10, {"name": "a", "depends": ["b >=1"]}),
+        },
+        rejected={"bad-1.0-h0_0.conda": RejectedFile("etag-bad", 3, "not a valid .conda (zip) archive")},
+        outputs={"repodata.json": "e1", "repodata.json.zst": "e2", "repodata_shards.msgpack.zst": "e3"},
+        shards={"a": "00" * 32, "b": "11" * 32},
+        settings='{"format": 1}',
+    )
+
+
+def encode(document: object) -> bytes:
+    return zstandard.ZstdCompressor().compress(json.dumps(document).encode())
+
+
+def test_state_round_trips_through_bytes():
+    state = sample_state()
+
+    assert SubdirState.from_bytes(state.to_bytes()) == state
+
+
+def test_empty_state_round_trips_through_bytes():
+    assert SubdirState.from_bytes(SubdirState().to_bytes()) == SubdirState()
+
+
+def test_state_bytes_are_deterministic_whatever_the_insertion_order():
+    state = sample_state()
+    reordered = SubdirState(
+        packages=dict(reversed(list(state.packages.items()))),
+        rejected=state.rejected,
+        outputs=state.outputs,
+        shards=state.shards,
+        settings=state.settings,
+    )
+
+    assert reordered.to_bytes() == state.to_bytes()
+
+
+def test_state_records_are_the_package_records():
+    assert sample_state().records() == {
+        "b-1.0-h0_0.conda": {"name": "b", "version": "1.0", "build": "h0_0", "summary": "Ünï"},
+        "a-1.0-h0_0.tar.bz2": {"name": "a", "depends": ["b >=1"]},
+    }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage",
+        sample_state().to_bytes()[:-8],  # torn write
+        random.Random(1).randbytes(256),
+        zstandard.ZstdCompressor().compress(b"not json"),
+        zstandard.ZstdCompressor().compress(b"\xff\xfe\xfd"),
+        encode([1, 2, 3]),
+        encode("a string"),
+        encode({"format": STATE_FORMAT}),  # keys missing
+        encode(
+            {
+                "format": STATE_FORMAT,
+                "settings": "",
+                "outputs": {},
+                "shards": {},
+                "packages": [],
+                "rejected": {},
+            }
+        ),
+        encode(
+            {
+                "format": STATE_FORMAT,
+                "settings": "",
+                "outputs": {},
+                "shards": {},
+                "packages": {"a-1-0.conda": {"etag": "x"}},
+                "rejected": {},
+            }
+        ),
+    ],
+)
+def test_from_bytes_raises_value_error_on_garbage(data):
+    with pytest.raises(ValueError):
+        SubdirState.from_bytes(data)
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_FORMAT + 1, "1"])
+def test_from_bytes_raises_value_error_on_another_format(version):
+    document = json.loads(zstandard.ZstdDecompressor().decompress(sample_state().to_bytes()))
+    document["format"] = version
+
+    with pytest.raises(ValueError, match="format"):
+        SubdirState.from_bytes(encode(document))
