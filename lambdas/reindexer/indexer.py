@@ -57,6 +57,10 @@ class PublishSettings:
     base_url: str | None = None
     repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
 
+    def subdir_base_url(self, subdir: str) -> str | None:
+        """Clients fetch `base_url + filename`, so the channel-level URL gets the subdir appended."""
+        return f"{self.base_url.rstrip('/')}/{subdir}/" if self.base_url else None
+
     @property
     def repodata_cache_control(self) -> str:
         return f"public, max-age={self.repodata_max_age}"
@@ -166,7 +170,7 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
         subdirs = set(options.subdirs) | {"noarch"}
     else:
         subdirs = (folders & KNOWN_SUBDIRS) | {"noarch"}
-        report.rejected = _packages_in_unknown_folders(store, channel, folders - KNOWN_SUBDIRS)
+        report.rejected = _packages_outside_subdirs(store, channel, root.objects, folders - KNOWN_SUBDIRS)
         if not folders & KNOWN_SUBDIRS:
             logger.warning("no subdir folders under %s: indexing it as an empty channel", report.target)
     for subdir in sorted(subdirs):
@@ -339,8 +343,9 @@ def _publish(
     _write_shards(store, prefix, new_shards, options.jobs)
 
     cache_control = settings.repodata_cache_control
-    repodata = render_repodata(subdir, state.records(), settings.base_url)
-    shard_index = render_shard_index(subdir, digests, datetime.now(UTC), settings.base_url)
+    base_url = settings.subdir_base_url(subdir)
+    repodata = render_repodata(subdir, state.records(), base_url)
+    shard_index = render_shard_index(subdir, digests, datetime.now(UTC), base_url)
     outputs = {}
     for name, data, content_type in (
         (SHARD_INDEX, shard_index, ZSTD_TYPE),
@@ -410,14 +415,18 @@ def _adopt_published(store: Store, prefix: str, listed: dict[str, StoredObject])
     return adopt_repodata(records, listed.values())
 
 
-def _packages_in_unknown_folders(store: Store, channel: str, folders: set[str]) -> list[Rejection]:
-    rejections = []
+def _packages_outside_subdirs(
+    store: Store, channel: str, root_objects: list[StoredObject], folders: set[str]
+) -> list[Rejection]:
+    """Packages no client will ever look for: in the channel root, or in a folder that is no subdir."""
+    misplaced = [(obj, "not inside a subdir folder") for obj in root_objects]
     for folder in sorted(folders):
-        if folder.startswith("."):
-            continue
-        for obj in store.list_folder(join_key(channel, folder)).objects:
-            if package_extension(obj.name) is not None:
-                rejection = Rejection(f"{folder}/{obj.name}", f"{folder!r} is not a known conda subdir")
-                logger.warning("rejected %s: %s", store.describe(obj.key), rejection.reason)
-                rejections.append(rejection)
+        if not folder.startswith("."):
+            reason = f"{folder!r} is not a known conda subdir"
+            misplaced += [(obj, reason) for obj in store.list_folder(join_key(channel, folder)).objects]
+    rejections = []
+    for obj, reason in misplaced:
+        if package_extension(obj.name) is not None:
+            rejections.append(Rejection(obj.key.removeprefix(f"{channel}/") if channel else obj.key, reason))
+            logger.warning("rejected %s: %s", store.describe(obj.key), reason)
     return rejections

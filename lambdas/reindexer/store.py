@@ -49,7 +49,10 @@ class TransientStoreError(StoreError):
 
 
 class FatalStoreError(StoreError):
-    """Nothing can be done with this target: missing bucket or folder, access denied, endpoint down."""
+    """Nothing can be done with this target: missing bucket or local folder, access denied, endpoint down.
+
+    A missing prefix is not one of these: an empty channel is indexed as such (noarch/repodata.json).
+    """
 
 
 class Store(Protocol):

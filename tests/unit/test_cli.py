@@ -127,12 +127,12 @@ def test_subdir_option_indexes_only_that_subdir_and_noarch(channel, capsys):
     assert not (channel / "linux-64" / "repodata.json").exists()
 
 
-def test_base_url_option_writes_repodata_version_2(channel, capsys):
+def test_base_url_option_writes_repodata_version_2_with_the_subdir_appended(channel, capsys):
     assert main(["index", str(channel), "--base-url", "https://cdn.example.org/chan"]) == 0
 
     repodata = read_repodata(channel / "noarch")
     assert repodata["repodata_version"] == 2
-    assert repodata["info"]["base_url"] == "https://cdn.example.org/chan"
+    assert repodata["info"]["base_url"] == "https://cdn.example.org/chan/noarch/"
 
 
 @pytest.mark.parametrize("option", [["--jobs", "0"], ["--jobs", "x"], ["--repodata-max-age", "-1"]])

@@ -327,6 +327,18 @@ def test_package_in_the_wrong_subdir_folder_is_rejected(channel, packages):
     assert "says subdir 'linux-64' but the file is in 'win-64'" in rejected[linux.filename]
 
 
+def test_packages_in_the_channel_root_are_reported_on_the_channel(channel, packages):
+    shutil.copyfile(channel / packages[1].key, channel / packages[1].filename)
+    (channel / "README.md").write_text("a channel")
+
+    report, _ = run_index(channel)
+
+    assert report.ok
+    assert [(r.file, r.reason) for r in report.rejected] == [
+        (packages[1].filename, "not inside a subdir folder")
+    ]
+
+
 def test_packages_in_an_unknown_subdir_folder_are_reported_on_the_channel(channel, packages):
     (channel / "linux-65").mkdir()
     shutil.copyfile(channel / packages[1].key, channel / "linux-65" / packages[1].filename)
@@ -426,7 +438,7 @@ def test_changing_the_base_url_rewrites_the_outputs(channel):
     assert all(subdir.written for subdir in report.subdirs.values())
     assert reads(store) == len(report.subdirs)
     repodata = read_repodata(channel / "linux-64")
-    assert repodata["info"]["base_url"] == "https://cdn.example.org/chan"
+    assert repodata["info"]["base_url"] == "https://cdn.example.org/chan/linux-64/"
     assert repodata["repodata_version"] == 2
 
 

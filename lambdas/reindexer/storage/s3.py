@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -129,9 +130,17 @@ class S3Store:
             arguments["IfMatch"] = f'"{if_match}"'
         if if_none_match:
             arguments["IfNoneMatch"] = "*"
-        with self._errors(key):
-            response = self.client.put_object(**arguments)
-            return _unquote(response["ETag"])
+        try:
+            with self._errors(key):
+                response = self.client.put_object(**arguments)
+                return _unquote(response["ETag"])
+        except NotFoundError:
+            if if_match is None:
+                raise
+            # S3 answers 404 to If-Match on a key that was deleted meanwhile: the expected version is gone.
+            raise PreconditionFailedError(
+                f"{self.describe(key)} was deleted while it was being updated"
+            ) from None
 
     def delete(self, key: str) -> None:
         with self._errors(key):
@@ -158,9 +167,8 @@ class S3Store:
         except PartialCredentialsError as error:
             raise FatalStoreError(f"incomplete AWS credentials: {error}") from None
         except EndpointConnectionError as error:
-            raise FatalStoreError(
-                f"cannot reach the S3 endpoint {error.kwargs.get('endpoint_url', '')}"
-            ) from None
+            url = urlsplit(str(error.kwargs.get("endpoint_url", "")))
+            raise FatalStoreError(f"cannot reach the S3 endpoint {url.scheme}://{url.netloc}") from None
         except (ReadTimeoutError, ResponseStreamingError, ConnectionClosedError) as error:
             raise TransientStoreError(f"{self.describe(key)}: {error}") from None
         except BotoCoreError as error:

@@ -1,0 +1,45 @@
+"""Fixtures for the S3 integration tests: in-process moto, and fresh buckets on the embedded HTTP server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from reindexer.storage.s3 import S3Store, create_s3_client
+from tests.integration.helpers import CallRecorder
+
+MOTO_BUCKET = "channel-bucket"
+
+
+@pytest.fixture
+def moto_client() -> Iterator[Any]:
+    """A boto3 client on in-process moto (no HTTP at all) with one empty bucket, MOTO_BUCKET."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=MOTO_BUCKET)
+        yield client
+
+
+@pytest.fixture
+def moto_store(moto_client: Any) -> S3Store:
+    """Our S3Store on MOTO_BUCKET, built the way the CLI builds it."""
+    return S3Store(MOTO_BUCKET, create_s3_client(region="us-east-1"))
+
+
+@pytest.fixture
+def moto_calls(moto_store: S3Store) -> CallRecorder:
+    """Every API call `moto_store` makes, with its key."""
+    return CallRecorder(moto_store.client)
+
+
+@pytest.fixture
+def http_bucket(http_s3_client: Any) -> str:
+    """A fresh bucket on the embedded HTTP S3 server (the server is shared by the whole session)."""
+    name = f"it-{uuid.uuid4().hex[:16]}"
+    http_s3_client.create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,146 @@
+"""Helpers shared by the S3 integration tests: uploads, public-read policies, call recording, decoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zstandard
+
+from devtools.sample_channel import package_files
+from reindexer.indexer import ChannelReport, IndexOptions, index_channel
+from reindexer.layout import join_key
+from reindexer.storage.s3 import S3Store
+
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+def is_package_key(key: str | None) -> bool:
+    return key is not None and key.endswith(PACKAGE_SUFFIXES)
+
+
+def upload_folder(client: Any, bucket: str, prefix: str, folder: Path) -> dict[str, Path]:
+    """Upload every package of a channel folder (single-part PUTs); return {key: local file}."""
+    files = {join_key(prefix, path.parent.name, path.name): path for path in package_files(folder)}
+
+    def put(item: tuple[str, Path]) -> None:
+        key, path = item
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, files.items()))
+    return files
+
+
+def multipart_upload(client: Any, bucket: str, key: str, data: bytes, part_size: int | None = None) -> str:
+    """Upload in parts (one part by default) as large-file uploaders do; return the ETag (not an MD5)."""
+    size = part_size or max(1, len(data))
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+    parts = []
+    for number, start in enumerate(range(0, len(data), size), start=1):
+        part = client.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=data[start : start + size],
+        )
+        parts.append({"PartNumber": number, "ETag": part["ETag"]})
+    done = client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    etag: str = done["ETag"].strip('"')
+    return etag
+
+
+def make_public_read(client: Any, bucket: str) -> None:
+    """Let anonymous HTTP clients read the bucket. moto also checks s3:HeadObject for HEAD requests."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicRead",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+class CallRecorder:
+    """Records every S3 API call a client makes as (operation, key), once per call (retries excluded)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+        client.meta.events.register("before-parameter-build.s3", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls.append((model.name, params.get("Key")))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def keys(self, operation: str) -> Counter[str]:
+        return Counter(key for name, key in self.calls if name == operation and key is not None)
+
+    def package_reads(self) -> Counter[str]:
+        return Counter({key: n for key, n in self.keys("GetObject").items() if is_package_key(key)})
+
+
+def run_index(store: S3Store, channel: str, options: IndexOptions | None = None) -> ChannelReport:
+    """One index run with fresh request counters; fails the test when any subdir failed."""
+    store.requests.clear()
+    report = index_channel(store, channel, options or IndexOptions())
+    assert report.ok, report.to_dict()
+    return report
+
+
+def get_bytes(client: Any, bucket: str, key: str) -> bytes:
+    data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data
+
+
+def get_repodata(client: Any, bucket: str, channel: str, subdir: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        get_bytes(client, bucket, join_key(channel, subdir, "repodata.json"))
+    )
+    return document
+
+
+def all_records(repodata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
+
+
+def zstd_decompress(data: bytes) -> bytes:
+    """Streaming decompression: frames need not record their content size."""
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    return decompressor.decompress(data) + decompressor.flush()
+
+
+def decode_msgpack_zst(data: bytes) -> Any:
+    return msgpack.unpackb(zstd_decompress(data), raw=False)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def subdirs_of(keys: Iterable[str]) -> set[str]:
+    return {key.rsplit("/", 2)[-2] for key in keys}
