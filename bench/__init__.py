@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.run` compares reindexer with rattler-index on a generated channel."""
