@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from bench.counting_s3 import (
     PUT,
     CountingS3Server,
 )
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import DEFAULT_SUBDIRS, build_packages, package_files, plan_channel
 from reindexer.indexer import DEFAULT_JOBS
 
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
                 client.create_bucket(Bucket=bucket)
-                _upload(client, bucket, channel_dir, files)
+                upload_channel(client, bucket, CHANNEL, channel_dir, threads=UPLOAD_THREADS)
             upload_seconds = time.perf_counter() - started
             results = Results(
                 packages=len(files),
@@ -427,16 +427,6 @@ def _client(endpoint_url: str) -> S3Client:
         aws_secret_access_key="testing",
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=UPLOAD_THREADS * 2),
     )
-
-
-def _upload(client: S3Client, bucket: str, channel_dir: Path, files: list[Path]) -> None:
-    def put(path: Path) -> None:
-        key = f"{CHANNEL}/{path.relative_to(channel_dir).as_posix()}"
-        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-
-    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
-        for future in [pool.submit(put, path) for path in files]:
-            future.result()
 
 
 def _child_env() -> dict[str, str]:

@@ -11,17 +11,22 @@ from devtools.sample_channel import package_files
 from reindexer.layout import join_key
 
 
-def upload_channel(client: Any, bucket: str, prefix: str, channel_dir: Path, threads: int = 8) -> list[str]:
-    """Upload every package under `channel_dir` to `bucket/prefix/<subdir>/<file>`; return the keys."""
-    files = package_files(channel_dir)
-    keys = [join_key(prefix, path.parent.name, path.name) for path in files]
+def upload_channel(
+    client: Any, bucket: str, prefix: str, channel_dir: Path, threads: int = 8
+) -> dict[str, Path]:
+    """Upload every package under `channel_dir` to `bucket/prefix/<subdir>/<file>`; return {key: file}.
+
+    Single-part PUTs, so each object's ETag is the MD5 of its bytes, as `aws s3 cp` gives for small files.
+    """
+    files = {join_key(prefix, path.parent.name, path.name): path for path in package_files(channel_dir)}
+
+    def put(item: tuple[str, Path]) -> None:
+        key, path = item
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(
-            pool.map(
-                lambda item: client.upload_file(str(item[0]), bucket, item[1]), zip(files, keys, strict=True)
-            )
-        )
-    return keys
+        list(pool.map(put, files.items()))
+    return files
 
 
 def allow_anonymous_reads(client: Any, bucket: str) -> None:

@@ -7,14 +7,11 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import zstandard
 
-from devtools.sample_channel import package_files
 from reindexer.indexer import ChannelReport, IndexOptions, index_channel
 from reindexer.layout import join_key
 from reindexer.storage.s3 import S3Store
@@ -24,19 +21,6 @@ PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
 def is_package_key(key: str | None) -> bool:
     return key is not None and key.endswith(PACKAGE_SUFFIXES)
-
-
-def upload_folder(client: Any, bucket: str, prefix: str, folder: Path) -> dict[str, Path]:
-    """Upload every package of a channel folder (single-part PUTs); return {key: local file}."""
-    files = {join_key(prefix, path.parent.name, path.name): path for path in package_files(folder)}
-
-    def put(item: tuple[str, Path]) -> None:
-        key, path = item
-        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(put, files.items()))
-    return files
 
 
 def multipart_upload(client: Any, bucket: str, key: str, data: bytes, part_size: int | None = None) -> str:
@@ -58,23 +42,6 @@ def multipart_upload(client: Any, bucket: str, key: str, data: bytes, part_size:
     )
     etag: str = done["ETag"].strip('"')
     return etag
-
-
-def make_public_read(client: Any, bucket: str) -> None:
-    """Let anonymous HTTP clients read the bucket. moto also checks s3:HeadObject for HEAD requests."""
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "PublicRead",
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            }
-        ],
-    }
-    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
 class CallRecorder:

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 
 import reindexer.package_reader
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.storage.s3 import S3Store
 from tests import package_factory
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import CallRecorder, all_records, get_repodata, run_index, upload_folder
+from tests.integration.helpers import (
+    CallRecorder,
+    all_records,
+    get_repodata,
+    run_index,
+)
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 OVERSIZED_LIMIT = 4096
@@ -88,7 +94,7 @@ def test_bad_files_are_rejected_and_good_packages_indexed(
     # Metadata members above the limit are refused; the good packages' index.json is far below it.
     monkeypatch.setattr(reindexer.package_reader, "METADATA_MEMBER_LIMIT", OVERSIZED_LIMIT)
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     bad = bad_files(tmp_path)
     for key, (data, _) in bad.items():
         moto_store.client.put_object(Bucket=MOTO_BUCKET, Key=f"ch/{key}", Body=data)

@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.embedded_s3 import EmbeddedS3, free_port
-from tests.integration.helpers import all_records, get_repodata, upload_folder
+from tests.integration.helpers import (
+    all_records,
+    get_repodata,
+)
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CLI_TIMEOUT = 60
@@ -52,7 +56,7 @@ def test_cli_indexes_a_channel_and_prints_one_json_summary(
     embedded_s3: EmbeddedS3, http_s3_client: Any, http_bucket: str, small_channel: SmallChannel
 ) -> None:
     folder, packages = small_channel
-    upload_folder(http_s3_client, http_bucket, "org/dev", folder)
+    upload_channel(http_s3_client, http_bucket, "org/dev", folder)
     target = f"s3://{http_bucket}/org/dev"
     connection = ("--endpoint-url", embedded_s3.endpoint_url, "--force-path-style", "--json")
 
@@ -113,7 +117,7 @@ def test_cli_dry_run_writes_nothing_and_subdir_limits_the_run(
     embedded_s3: EmbeddedS3, http_s3_client: Any, http_bucket: str, small_channel: SmallChannel
 ) -> None:
     folder, packages = small_channel
-    upload_folder(http_s3_client, http_bucket, "ch", folder)
+    upload_channel(http_s3_client, http_bucket, "ch", folder)
     before = http_s3_client.list_objects_v2(Bucket=http_bucket)["KeyCount"]
     connection = ("--endpoint-url", embedded_s3.endpoint_url, "--force-path-style", "--json")
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rattler.index import S3Credentials, index_s3
 
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import build_packages, plan_channel
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
@@ -21,7 +22,6 @@ from tests.integration.helpers import (
     get_repodata,
     run_index,
     sha256_hex,
-    upload_folder,
     zstd_decompress,
 )
 
@@ -64,8 +64,8 @@ def test_our_index_agrees_with_rattler_index(
     theirs, ours = f"diff-rattler-{suffix}", f"diff-ours-{suffix}"
     for bucket in (theirs, ours):
         http_s3_client.create_bucket(Bucket=bucket)
-    files = upload_folder(http_s3_client, theirs, CHANNEL, tmp_path)
-    assert upload_folder(http_s3_client, ours, CHANNEL, tmp_path) == files
+    files = upload_channel(http_s3_client, theirs, CHANNEL, tmp_path)
+    assert upload_channel(http_s3_client, ours, CHANNEL, tmp_path) == files
     assert len(files) == 320
 
     credentials = S3Credentials(

@@ -22,12 +22,16 @@ import boto3
 import pytest
 from rattler import Gateway, SourceConfig, install, solve
 
+from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.indexer import IndexOptions, PublishSettings
 from reindexer.layout import OUR_OUTPUT_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.storage.s3 import S3Store, create_s3_client
-from tests.integration.helpers import make_public_read, run_index, sha256_hex, upload_folder
+from tests.integration.helpers import (
+    run_index,
+    sha256_hex,
+)
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CHANNEL = "org/stable"
@@ -54,8 +58,8 @@ class PublicChannel:
         self.bucket = f"public-{uuid.uuid4().hex[:12]}"
         self.client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
         self.client.create_bucket(Bucket=self.bucket)
-        make_public_read(self.client, self.bucket)
-        self.files = upload_folder(self.client, self.bucket, CHANNEL, folder)
+        allow_anonymous_reads(self.client, self.bucket)
+        self.files = upload_channel(self.client, self.bucket, CHANNEL, folder)
         self.packages = packages
         self.url = f"{server.endpoint_url}/{self.bucket}/{CHANNEL}"
         self.store = S3Store(

@@ -12,6 +12,7 @@ import pytest
 from rattler.index import S3Credentials, index_s3
 
 import reindexer.package_reader
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.indexer import IndexOptions, index_channel
@@ -30,7 +31,6 @@ from tests.integration.helpers import (
     run_index,
     sha256_hex,
     subdirs_of,
-    upload_folder,
     zstd_decompress,
 )
 
@@ -43,7 +43,7 @@ def test_cold_run_reads_each_package_once_and_publishes_every_subdir(
     moto_store: S3Store, moto_calls: CallRecorder, small_channel: SmallChannel, channel: str
 ) -> None:
     folder, packages = small_channel
-    files = upload_folder(moto_store.client, MOTO_BUCKET, channel, folder)
+    files = upload_channel(moto_store.client, MOTO_BUCKET, channel, folder)
     assert len(files) == len(packages) == 24
 
     report = run_index(moto_store, channel)
@@ -88,7 +88,7 @@ def test_noop_rerun_writes_nothing_and_reads_no_package(
     moto_store: S3Store, moto_calls: CallRecorder, small_channel: SmallChannel
 ) -> None:
     folder, _ = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     before = {
         obj["Key"]: obj["ETag"] for obj in moto_store.client.list_objects_v2(Bucket=MOTO_BUCKET)["Contents"]
@@ -118,7 +118,7 @@ def test_same_name_reupload_with_new_content_is_reread(
     tmp_path: Path,
 ) -> None:
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     target = next(p for p in packages if p.subdir == "linux-64" and p.archive == ".tar.bz2")
     old = get_repodata(moto_store.client, MOTO_BUCKET, "ch", "linux-64")["packages"][target.filename]
@@ -160,7 +160,7 @@ def test_deleted_package_is_dropped(
     moto_store: S3Store, moto_calls: CallRecorder, small_channel: SmallChannel
 ) -> None:
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     target = next(p for p in packages if p.subdir == "osx-arm64")
     moto_store.client.delete_object(Bucket=MOTO_BUCKET, Key=f"ch/{target.key}")
@@ -200,7 +200,7 @@ def test_adopts_a_channel_indexed_by_rattler_index(
     embedded_s3: EmbeddedS3, http_s3_client: Any, http_bucket: str, small_channel: SmallChannel
 ) -> None:
     folder, _ = small_channel
-    files = upload_folder(http_s3_client, http_bucket, "ch", folder)
+    files = upload_channel(http_s3_client, http_bucket, "ch", folder)
     _rattler_index(embedded_s3, f"s3://{http_bucket}/ch")
     rattler_records = {
         subdir: all_records(get_repodata(http_s3_client, http_bucket, "ch", subdir)) for subdir in SUBDIRS
@@ -242,7 +242,7 @@ def test_adoption_rereads_packages_whose_etag_is_not_an_md5(
     embedded_s3: EmbeddedS3, http_s3_client: Any, http_bucket: str, small_channel: SmallChannel
 ) -> None:
     folder, packages = small_channel
-    files = upload_folder(http_s3_client, http_bucket, "ch", folder)
+    files = upload_channel(http_s3_client, http_bucket, "ch", folder)
     target = next(p for p in packages if p.subdir == "win-64")
     key = f"ch/{target.key}"
     etag = multipart_upload(http_s3_client, http_bucket, key, files[key].read_bytes())
@@ -270,7 +270,7 @@ def test_outputs_overwritten_by_another_indexer_are_rewritten(
     embedded_s3: EmbeddedS3, http_s3_client: Any, http_bucket: str, small_channel: SmallChannel
 ) -> None:
     folder, _ = small_channel
-    upload_folder(http_s3_client, http_bucket, "ch", folder)
+    upload_channel(http_s3_client, http_bucket, "ch", folder)
     store = S3Store(
         http_bucket, create_s3_client(endpoint_url=embedded_s3.endpoint_url, force_path_style=True)
     )
@@ -322,7 +322,7 @@ def test_concurrent_indexers_converge(
     moto_store: S3Store, small_channel: SmallChannel, tmp_path: Path, when: str
 ) -> None:
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     late = dataclasses.replace(
         next(p for p in packages if p.subdir == "linux-64"), name="late-arrival", version="1.0"
@@ -393,7 +393,7 @@ def test_unreadable_state_is_rebuilt_from_published_repodata(
     moto_store: S3Store, moto_calls: CallRecorder, small_channel: SmallChannel
 ) -> None:
     folder, _ = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     published = get_bytes(moto_store.client, MOTO_BUCKET, f"ch/noarch/{REPODATA_JSON}")
     moto_store.client.put_object(Bucket=MOTO_BUCKET, Key=f"ch/noarch/{STATE_FILE}", Body=b"garbage")
@@ -414,7 +414,7 @@ def test_unreadable_state_is_rebuilt_from_published_repodata(
 
 def test_state_deleted_during_a_run_is_retried(moto_store: S3Store, small_channel: SmallChannel) -> None:
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
     victim = next(p for p in packages if p.subdir == "win-64")
     moto_store.client.delete_object(Bucket=MOTO_BUCKET, Key=f"ch/{victim.key}")
@@ -436,8 +436,8 @@ def test_state_deleted_during_a_run_is_retried(moto_store: S3Store, small_channe
 
 def test_channels_sharing_a_bucket_stay_apart(moto_store: S3Store, small_channel: SmallChannel) -> None:
     folder, packages = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "org/dev", folder)
-    upload_folder(moto_store.client, MOTO_BUCKET, "org/dev-old", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "org/dev", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "org/dev-old", folder)
     moto_store.client.put_object(Bucket=MOTO_BUCKET, Key="org/dev-old/linux-64/extra-1-0.conda", Body=b"x")
 
     report = run_index(moto_store, "org/dev")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.indexer import (
     SHARD_CACHE_CONTROL,
@@ -16,7 +17,10 @@ from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FIL
 from reindexer.storage.s3 import S3Store, create_s3_client
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import md5_hex, run_index, upload_folder
+from tests.integration.helpers import (
+    md5_hex,
+    run_index,
+)
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 
@@ -173,7 +177,7 @@ def test_index_run_stores_content_type_and_cache_control(
     moto_store: S3Store, small_channel: SmallChannel
 ) -> None:
     folder, _ = small_channel
-    upload_folder(moto_store.client, MOTO_BUCKET, "ch", folder)
+    upload_channel(moto_store.client, MOTO_BUCKET, "ch", folder)
     run_index(moto_store, "ch")
 
     for subdir in ("noarch", "linux-64", "osx-arm64", "win-64"):
