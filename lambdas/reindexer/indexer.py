@@ -271,7 +271,6 @@ def _next_state(
     failed = {failure.file for failure in report.failed}
     report.added = [name for name in report.added if name in state.packages and name not in failed]
     report.updated = [name for name in report.updated if name in state.packages and name not in failed]
-    report.unchanged = len(plan.keep)
     for name, rejected in sorted(state.rejected.items()):
         report.rejected.append(Rejection(name, rejected.reason))
         if previous.rejected.get(name) != rejected:

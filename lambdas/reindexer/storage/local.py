@@ -102,6 +102,8 @@ class LocalStore:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if if_match is None and not if_none_match:
+                return _replace_atomically(path, data)
             with self._exclusive():
                 current = _current_etag(path)
                 if if_none_match and current is not None:
