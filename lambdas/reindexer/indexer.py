@@ -31,7 +31,7 @@ from .layout import (
 )
 from .package_reader import BadPackageError, PackageSpool
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
-from .records import build_record
+from .records import build_record, encode_record
 from .repodata import compress_repodata, parse_repodata, render_repodata
 from .shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
 from .state import IndexedPackage, RejectedFile, SubdirState
@@ -309,7 +309,7 @@ def read_package(store: Store, subdir: str, obj: StoredObject) -> IndexedPackage
             if fetched.size == 0:
                 raise BadPackageError("empty file (0 bytes)")
             metadata = spool.read_metadata(obj.name)
-            record = build_record(filename, subdir, metadata, spool.digests())
+            record = encode_record(build_record(filename, subdir, metadata, spool.digests()))
         except BadPackageError as error:
             return RejectedFile(fetched.etag, fetched.size, str(error))
         except Exception as error:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES, package_extension, parse_package_filename
-from .records import Record
+from .records import Record, encode_record
 from .state import IndexedPackage, RejectedFile, SubdirState
 from .store import StoredObject
 
@@ -83,7 +83,9 @@ def adopt_repodata(records: Mapping[str, Record], objects: Iterable[StoredObject
         record = records.get(obj.name)
         if record is None or not _PLAIN_MD5.match(obj.etag):
             continue
+        filename = parse_package_filename(obj.name)
         vouched = record.get("md5") == obj.etag and record.get("size") == obj.size
-        if vouched and isinstance(record.get("name"), str) and isinstance(record.get("sha256"), str):
-            state.packages[obj.name] = IndexedPackage(obj.etag, obj.size, record)
+        named = filename is not None and record.get("name") == filename.name
+        if vouched and named and isinstance(record.get("sha256"), str):
+            state.packages[obj.name] = IndexedPackage(obj.etag, obj.size, encode_record(record))
     return state

@@ -6,6 +6,7 @@ one bad package can never make a whole repodata.json unreadable.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,6 +14,9 @@ from .layout import PackageFilename
 from .package_reader import ArchiveDigests, BadPackageError, PackageMetadata
 
 Record = dict[str, Any]
+# A record as compact, key-sorted JSON text. Records stay in this form between runs: a subdir of 100,000
+# packages is re-published by joining texts, and only the records of changed shards are ever parsed.
+RecordJson = str
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9_.+!*]+$")
@@ -44,6 +48,15 @@ def build_record(
     record["sha256"] = digests.sha256
     record["size"] = digests.size
     return sort_record(record)
+
+
+def encode_record(record: Record) -> RecordJson:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def decode_record(text: RecordJson) -> Record:
+    record: Record = json.loads(text)
+    return record
 
 
 def sort_record(record: Record) -> Record:

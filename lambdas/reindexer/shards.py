@@ -10,28 +10,33 @@ from typing import Any
 import msgpack
 import zstandard
 
-from .layout import CONDA_EXTENSION, SHARDS_FOLDER
-from .records import Record
+from .layout import CONDA_EXTENSION, SHARDS_FOLDER, parse_package_filename
+from .records import Record, RecordJson, decode_record
 
 SHARD_ZST_LEVEL = 19
 
 
-def group_by_name(records: Mapping[str, Record]) -> dict[str, dict[str, Record]]:
-    """Split a subdir's records into one group per package name, the unit of a shard."""
-    groups: dict[str, dict[str, Record]] = {}
+def group_by_name(records: Mapping[str, RecordJson]) -> dict[str, dict[str, RecordJson]]:
+    """Split a subdir's records into one group per package name, the unit of a shard.
+
+    The name comes from the file name: an indexed package's file name always agrees with its record.
+    """
+    groups: dict[str, dict[str, RecordJson]] = {}
     for filename in sorted(records):
-        record = records[filename]
-        groups.setdefault(record["name"], {})[filename] = record
+        parsed = parse_package_filename(filename)
+        if parsed is None:
+            raise ValueError(f"{filename!r} is not a package file name")
+        groups.setdefault(parsed.name, {})[filename] = records[filename]
     return groups
 
 
-def render_shard(records: Mapping[str, Record]) -> bytes:
+def render_shard(records: Mapping[str, RecordJson]) -> bytes:
     """Compressed shard for one package name; identical records always give identical bytes."""
     tar_bz2: dict[str, dict[str, Any]] = {}
     conda: dict[str, dict[str, Any]] = {}
     for filename in sorted(records):
         section = conda if filename.endswith(CONDA_EXTENSION) else tar_bz2
-        section[filename] = _shard_record(records[filename])
+        section[filename] = _shard_record(decode_record(records[filename]))
     packed = msgpack.packb({"packages": tar_bz2, "packages.conda": conda, "removed": []}, use_bin_type=True)
     return zstandard.ZstdCompressor(level=SHARD_ZST_LEVEL).compress(packed)
 

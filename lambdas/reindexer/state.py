@@ -3,6 +3,9 @@
 It is the indexer's memory between runs: the ETag and size of every package (so only new or changed ones
 are read), its record, the files that were refused and why, the ETags of the outputs as written (so a
 torn or foreign write is noticed and repaired) and the settings they were written with.
+
+Stored as zstd of one JSON header line followed by one `filename<TAB>etag<TAB>size<TAB>record-json` line
+per package: records are kept as text, so loading and saving 100,000 of them parses none.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ from typing import Any
 
 import zstandard
 
-from .records import Record
+from .records import RecordJson
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+STATE_ZST_LEVEL = 3
+_SEPARATORS = ("\t", "\n")
 
 
 @dataclass(frozen=True)
 class IndexedPackage:
     etag: str
     size: int
-    record: Record
+    record: RecordJson
 
 
 @dataclass(frozen=True)
@@ -40,54 +45,50 @@ class SubdirState:
     shards: dict[str, str] = field(default_factory=dict)
     settings: str = ""
 
-    def records(self) -> dict[str, Record]:
+    def records(self) -> dict[str, RecordJson]:
         return {filename: package.record for filename, package in self.packages.items()}
 
     def to_bytes(self) -> bytes:
-        document = {
+        header = {
             "format": STATE_FORMAT,
             "settings": self.settings,
             "outputs": self.outputs,
             "shards": self.shards,
-            "packages": {
-                name: {"etag": p.etag, "size": p.size, "record": p.record}
-                for name, p in sorted(self.packages.items())
-            },
             "rejected": {
-                name: {"etag": r.etag, "size": r.size, "reason": r.reason}
-                for name, r in sorted(self.rejected.items())
+                name: {"etag": rejected.etag, "size": rejected.size, "reason": rejected.reason}
+                for name, rejected in sorted(self.rejected.items())
             },
         }
-        raw = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-        return zstandard.ZstdCompressor(level=3).compress(raw)
+        lines = [json.dumps(header, ensure_ascii=False, separators=(",", ":"))]
+        for filename, package in sorted(self.packages.items()):
+            if any(separator in filename + package.etag for separator in _SEPARATORS):
+                raise ValueError(f"cannot store {filename!r} with ETag {package.etag!r}: tab or newline")
+            lines.append(f"{filename}\t{package.etag}\t{package.size}\t{package.record}")
+        return zstandard.ZstdCompressor(level=STATE_ZST_LEVEL).compress("\n".join(lines).encode())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SubdirState:
         """Parse a stored state; ValueError when it is not one this version understands."""
         try:
             with zstandard.ZstdDecompressor().stream_reader(data) as reader:
-                document: dict[str, Any] = json.loads(reader.read())
-            if document.get("format") != STATE_FORMAT:
-                raise ValueError(f"unsupported state format {document.get('format')!r}")
+                lines = reader.read().decode().split("\n")
+            header: dict[str, Any] = json.loads(lines[0])
+            if header.get("format") != STATE_FORMAT:
+                raise ValueError(f"unsupported state format {header.get('format')!r}")
+            packages = {}
+            for line in lines[1:]:
+                filename, etag, size, record = line.split("\t", 3)
+                packages[filename] = IndexedPackage(etag, int(size), record)
             return cls(
-                packages={
-                    name: IndexedPackage(entry["etag"], entry["size"], entry["record"])
-                    for name, entry in document["packages"].items()
-                },
+                packages=packages,
                 rejected={
                     name: RejectedFile(entry["etag"], entry["size"], entry["reason"])
-                    for name, entry in document["rejected"].items()
+                    for name, entry in header["rejected"].items()
                 },
-                outputs=dict(document["outputs"]),
-                shards=dict(document["shards"]),
-                settings=str(document["settings"]),
+                outputs=dict(header["outputs"]),
+                shards=dict(header["shards"]),
+                settings=str(header["settings"]),
             )
-        except (
-            zstandard.ZstdError,
-            json.JSONDecodeError,
-            UnicodeDecodeError,
-            KeyError,
-            TypeError,
-            AttributeError,
-        ) as e:
-            raise ValueError(f"unreadable state: {e}") from None
+        except (zstandard.ZstdError, ValueError, KeyError, TypeError, AttributeError) as error:
+            # ValueError covers malformed JSON, undecodable bytes and lines that do not split in four.
+            raise ValueError(f"unreadable state: {error}") from None

@@ -6,6 +6,7 @@ import pytest
 
 from reindexer.layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES
 from reindexer.planner import adopt_repodata, listing_rejection, plan_subdir
+from reindexer.records import encode_record
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.store import StoredObject
 
@@ -20,7 +21,9 @@ def obj(name: str, etag: str = "e1", size: int = 100, subdir: str = "linux-64") 
 
 
 def known(etag: str = "e1", size: int = 100, name: str = "a") -> IndexedPackage:
-    return IndexedPackage(etag, size, {"name": name, "md5": MD5, "sha256": "f" * 64, "size": size})
+    return IndexedPackage(
+        etag, size, encode_record({"name": name, "md5": MD5, "sha256": "f" * 64, "size": size})
+    )
 
 
 def test_new_package_is_read_and_counted_as_added():
@@ -170,7 +173,7 @@ def test_adopt_repodata_takes_records_whose_md5_is_the_plain_etag():
 
     state = adopt_repodata({A: record}, [obj(A, MD5, 100)])
 
-    assert state.packages == {A: IndexedPackage(MD5, 100, record)}
+    assert state.packages == {A: IndexedPackage(MD5, 100, encode_record(record))}
     assert state.outputs == {}
 
 

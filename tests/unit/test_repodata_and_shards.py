@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from reindexer.records import decode_record, encode_record
 from reindexer.repodata import compress_repodata, parse_repodata, render_repodata
 from reindexer.shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
 from tests.unit.helpers import zstd_decompress
@@ -40,13 +41,15 @@ RECORDS = {
     "a-1.0-h0_0.conda": record("a", "1.0"),
     "b-1.0-h0_0.tar.bz2": record("b", "1.0"),
 }
+# What the indexer hands to the renderers: each record as compact, key-sorted JSON text.
+TEXTS = {filename: encode_record(document) for filename, document in RECORDS.items()}
 
 
 # --- repodata.json ------------------------------------------------------------------------------------
 
 
 def test_render_repodata_layout_splits_formats():
-    document = json.loads(render_repodata("linux-64", RECORDS))
+    document = json.loads(render_repodata("linux-64", TEXTS))
 
     assert document["info"] == {"subdir": "linux-64"}
     assert document["packages"] == {
@@ -75,7 +78,7 @@ def test_render_repodata_of_no_records_is_a_valid_empty_index():
 
 def test_render_repodata_with_base_url_announces_version_2():
     document = json.loads(
-        render_repodata("linux-64", RECORDS, base_url="https://cdn.example.org/chan/linux-64/")
+        render_repodata("linux-64", TEXTS, base_url="https://cdn.example.org/chan/linux-64/")
     )
 
     assert document["info"] == {"subdir": "linux-64", "base_url": "https://cdn.example.org/chan/linux-64/"}
@@ -83,16 +86,16 @@ def test_render_repodata_with_base_url_announces_version_2():
 
 
 def test_render_repodata_is_deterministic_whatever_the_input_order():
-    reordered = dict(reversed(list(RECORDS.items())))
+    reordered = dict(reversed(list(TEXTS.items())))
 
-    assert render_repodata("linux-64", RECORDS) == render_repodata("linux-64", reordered)
+    assert render_repodata("linux-64", TEXTS) == render_repodata("linux-64", reordered)
     document = json.loads(render_repodata("linux-64", reordered))
     assert list(document["packages.conda"]) == sorted(document["packages.conda"])
     assert list(document["packages"]) == sorted(document["packages"])
 
 
 def test_render_repodata_keeps_non_ascii_text():
-    records = {"a-1.0-h0_0.conda": record("a", summary="Ünïcode ✓")}
+    records = {"a-1.0-h0_0.conda": encode_record(record("a", summary="Ünïcode ✓"))}
 
     assert json.loads(render_repodata("noarch", records))["packages.conda"]["a-1.0-h0_0.conda"][
         "summary"
@@ -100,13 +103,13 @@ def test_render_repodata_keeps_non_ascii_text():
 
 
 def test_compress_repodata_round_trips_through_a_streaming_decompressor():
-    raw = render_repodata("linux-64", RECORDS)
+    raw = render_repodata("linux-64", TEXTS)
 
     assert zstd_decompress(compress_repodata(raw)) == raw
 
 
 def test_parse_repodata_reads_both_sections():
-    assert parse_repodata(render_repodata("linux-64", RECORDS)) == RECORDS
+    assert parse_repodata(render_repodata("linux-64", TEXTS)) == RECORDS
 
 
 def test_parse_repodata_tolerates_junk_entries():
@@ -133,22 +136,33 @@ def test_parse_repodata_of_a_document_without_sections_has_no_records(raw):
 # --- shards -------------------------------------------------------------------------------------------
 
 
+def test_group_by_name_takes_the_name_from_the_file_name():
+    groups = group_by_name({"python-dateutil-2.8.2-pyhd8ed1ab_0.conda": "{}"})
+
+    assert list(groups) == ["python-dateutil"]
+
+
+def test_group_by_name_refuses_a_file_name_that_is_no_package():
+    with pytest.raises(ValueError, match="not a package file name"):
+        group_by_name({"README.md": "{}"})
+
+
 def test_group_by_name_makes_one_group_per_package_name():
-    groups = group_by_name(RECORDS)
+    groups = group_by_name(TEXTS)
 
     assert sorted(groups) == ["a", "b"]
     assert sorted(groups["b"]) == ["b-1.0-h0_0.tar.bz2", "b-2.0-h0_0.conda"]
 
 
 def test_render_shard_is_deterministic_whatever_the_input_order():
-    group = group_by_name(RECORDS)["b"]
+    group = group_by_name(TEXTS)["b"]
     reordered = dict(reversed(list(group.items())))
 
     assert render_shard(group) == render_shard(reordered)
 
 
 def test_render_shard_holds_digests_as_raw_bytes():
-    group = group_by_name(RECORDS)["b"]
+    group = group_by_name(TEXTS)["b"]
 
     shard = msgpack.unpackb(zstd_decompress(render_shard(group)), raw=False)
 
@@ -157,7 +171,7 @@ def test_render_shard_holds_digests_as_raw_bytes():
     assert list(shard["packages"]) == ["b-1.0-h0_0.tar.bz2"]
     assert list(shard["packages.conda"]) == ["b-2.0-h0_0.conda"]
     entry = shard["packages.conda"]["b-2.0-h0_0.conda"]
-    source = group["b-2.0-h0_0.conda"]
+    source = decode_record(group["b-2.0-h0_0.conda"])
     assert entry["md5"] == bytes.fromhex(source["md5"]) and len(entry["md5"]) == 16
     assert entry["sha256"] == bytes.fromhex(source["sha256"]) and len(entry["sha256"]) == 32
     assert {k: v for k, v in entry.items() if k not in ("md5", "sha256")} == {
@@ -165,24 +179,15 @@ def test_render_shard_holds_digests_as_raw_bytes():
     }
 
 
-def test_render_shard_leaves_the_records_unchanged():
-    group = group_by_name(RECORDS)["a"]
-    before = json.dumps(group, sort_keys=True)
-
-    render_shard(group)
-
-    assert json.dumps(group, sort_keys=True) == before
-
-
 def test_shard_digest_is_sha256_of_the_compressed_bytes():
-    shard = render_shard(group_by_name(RECORDS)["a"])
+    shard = render_shard(group_by_name(TEXTS)["a"])
 
     assert shard_digest(shard) == hashlib.sha256(shard).hexdigest()
     assert shard_path(shard_digest(shard)) == f"shards/{hashlib.sha256(shard).hexdigest()}.msgpack.zst"
 
 
 def test_render_shard_index_structure():
-    digests = {name: shard_digest(render_shard(group)) for name, group in group_by_name(RECORDS).items()}
+    digests = {name: shard_digest(render_shard(group)) for name, group in group_by_name(TEXTS).items()}
 
     index = msgpack.unpackb(zstd_decompress(render_shard_index("linux-64", digests, CREATED_AT)), raw=False)
 

@@ -10,14 +10,15 @@ import zstandard
 
 from reindexer.state import STATE_FORMAT, IndexedPackage, RejectedFile, SubdirState
 
+B_RECORD = '{"build":"h0_0","name":"b","summary":"Ünï\\ttab","version":"1.0"}'
+A_RECORD = '{"depends":["b >=1"],"name":"a"}'
+
 
 def sample_state() -> SubdirState:
     return SubdirState(
         packages={
-            "b-1.0-h0_0.conda": IndexedPackage(
-                "etag-b", 20, {"name": "b", "version": "1.0", "build": "h0_0", "summary": "Ünï"}
-            ),
-            "a-1.0-h0_0.tar.bz2": IndexedPackage("etag-a", 10, {"name": "a", "depends": ["b >=1"]}),
+            "b-1.0-h0_0.conda": IndexedPackage("etag-b", 20, B_RECORD),
+            "a-1.0-h0_0.tar.bz2": IndexedPackage("etag-a", 10, A_RECORD),
         },
         rejected={"bad-1.0-h0_0.conda": RejectedFile("etag-bad", 3, "not a valid .conda (zip) archive")},
         outputs={"repodata.json": "e1", "repodata.json.zst": "e2", "repodata_shards.msgpack.zst": "e3"},
@@ -28,6 +29,11 @@ def sample_state() -> SubdirState:
 
 def encode(document: object) -> bytes:
     return zstandard.ZstdCompressor().compress(json.dumps(document).encode())
+
+
+def with_package_line(line: str) -> bytes:
+    header = {"format": STATE_FORMAT, "settings": "", "outputs": {}, "shards": {}, "rejected": {}}
+    return zstandard.ZstdCompressor().compress(f"{json.dumps(header)}\n{line}".encode())
 
 
 def test_state_round_trips_through_bytes():
@@ -54,10 +60,14 @@ def test_state_bytes_are_deterministic_whatever_the_insertion_order():
 
 
 def test_state_records_are_the_package_records():
-    assert sample_state().records() == {
-        "b-1.0-h0_0.conda": {"name": "b", "version": "1.0", "build": "h0_0", "summary": "Ünï"},
-        "a-1.0-h0_0.tar.bz2": {"name": "a", "depends": ["b >=1"]},
-    }
+    assert sample_state().records() == {"b-1.0-h0_0.conda": B_RECORD, "a-1.0-h0_0.tar.bz2": A_RECORD}
+
+
+def test_state_refuses_to_store_a_file_name_it_could_not_read_back():
+    state = SubdirState(packages={"a\tb-1.0-h0_0.conda": IndexedPackage("e", 1, A_RECORD)})
+
+    with pytest.raises(ValueError, match="tab or newline"):
+        state.to_bytes()
 
 
 @pytest.mark.parametrize(
@@ -72,26 +82,8 @@ def test_state_records_are_the_package_records():
         encode([1, 2, 3]),
         encode("a string"),
         encode({"format": STATE_FORMAT}),  # keys missing
-        encode(
-            {
-                "format": STATE_FORMAT,
-                "settings": "",
-                "outputs": {},
-                "shards": {},
-                "packages": [],
-                "rejected": {},
-            }
-        ),
-        encode(
-            {
-                "format": STATE_FORMAT,
-                "settings": "",
-                "outputs": {},
-                "shards": {},
-                "packages": {"a-1-0.conda": {"etag": "x"}},
-                "rejected": {},
-            }
-        ),
+        with_package_line("a-1-0.conda"),  # not four tab-separated fields
+        with_package_line("a-1-0.conda\tetag\tten\t{}"),  # size is not a number
     ],
 )
 def test_from_bytes_raises_value_error_on_garbage(data):
@@ -101,8 +93,12 @@ def test_from_bytes_raises_value_error_on_garbage(data):
 
 @pytest.mark.parametrize("version", [None, 0, STATE_FORMAT + 1, "1"])
 def test_from_bytes_raises_value_error_on_another_format(version):
-    document = json.loads(zstandard.ZstdDecompressor().decompress(sample_state().to_bytes()))
+    header, *packages = (
+        zstandard.ZstdDecompressor().decompress(sample_state().to_bytes()).decode().split("\n")
+    )
+    document = json.loads(header)
     document["format"] = version
+    data = "\n".join([json.dumps(document), *packages]).encode()
 
     with pytest.raises(ValueError, match="format"):
-        SubdirState.from_bytes(encode(document))
+        SubdirState.from_bytes(zstandard.ZstdCompressor().compress(data))
