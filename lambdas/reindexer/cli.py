@@ -12,16 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .indexer import (
-    DEFAULT_JOBS,
-    DEFAULT_REPODATA_MAX_AGE,
-    ChannelReport,
-    IndexOptions,
-    PublishSettings,
-    index_channel,
-    no_progress,
-)
+from .indexer import DEFAULT_JOBS, IndexOptions, index_channel
 from .layout import KNOWN_SUBDIRS
+from .package_fetch import no_progress
+from .publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
+from .reports import ChannelReport
 from .store import Store, StoreError
 
 logger = logging.getLogger("reindexer")

@@ -1,87 +1,37 @@
-"""The indexing use case: bring a channel's published index in line with the packages it holds.
+"""The full indexing use case: bring a channel's published index in line with the packages it holds.
 
-Per subdir: list the folder, load the state, plan, read only new or changed packages (in parallel), then
-publish. Outputs go out in dependency order (shards, shard index, repodata.json.zst, repodata.json) and
-the state is written last with a conditional write, so it is the commit point: a run that stops half-way
-leaves outputs whose ETags disagree with the state, and the next run notices and rewrites them.
+Per subdir, under the subdir's lease: list the folder, load the state, plan, read only new or changed
+packages (in parallel), publish and commit (see reindexer.publication). With a deadline, reading stops in
+time to commit what was read, and the report says the run is not complete; the next run continues.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
 
-from .layout import (
-    KNOWN_SUBDIRS,
-    OUR_OUTPUT_FILES,
-    REPODATA_JSON,
-    REPODATA_ZST,
-    SHARD_INDEX,
-    STATE_FILE,
-    join_key,
-    package_extension,
-    parse_package_filename,
-)
-from .package_reader import BadPackageError, PackageSpool
+from .layout import KNOWN_SUBDIRS, OUR_OUTPUT_FILES, REPODATA_JSON, STATE_FILE, join_key, package_extension
+from .lease import Lease, LeaseTerms
+from .package_fetch import ProgressFactory, no_progress, read_packages
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
-from .records import build_record, encode_record
-from .repodata import compress_repodata, parse_repodata, render_repodata
-from .shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
-from .state import IndexedPackage, RejectedFile, SubdirState
-from .store import FatalStoreError, NotFoundError, PreconditionFailedError, Store, StoredObject, StoreError
+from .publication import (
+    PublishSettings,
+    commit_state,
+    fold_outcomes,
+    load_state,
+    publish_outputs,
+    run_transaction,
+)
+from .repodata import parse_repodata
+from .reports import ChannelReport, Rejection, SubdirReport
+from .state import SubdirState
+from .store import NotFoundError, Store, StoredObject
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPODATA_MAX_AGE = 60
 DEFAULT_JOBS = 8
-COMMIT_ATTEMPTS = 3
-SHARD_CACHE_CONTROL = "public, max-age=31536000, immutable"
-STATE_CACHE_CONTROL = "no-store"
-JSON_TYPE = "application/json"
-ZSTD_TYPE = "application/zstd"
-# Bump when the bytes we publish for the same records change, so existing channels get rewritten.
-OUTPUT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class PublishSettings:
-    """How outputs are written; a change of settings rewrites the outputs on the next run."""
-
-    base_url: str | None = None
-    repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
-
-    def subdir_base_url(self, subdir: str) -> str | None:
-        """Clients fetch `base_url + filename`, so the channel-level URL gets the subdir appended."""
-        return f"{self.base_url.rstrip('/')}/{subdir}/" if self.base_url else None
-
-    @property
-    def repodata_cache_control(self) -> str:
-        return f"public, max-age={self.repodata_max_age}"
-
-    def fingerprint(self) -> str:
-        return json.dumps(
-            {"format": OUTPUT_FORMAT, "base_url": self.base_url, "max_age": self.repodata_max_age},
-            sort_keys=True,
-        )
-
-
-class ProgressFactory(Protocol):
-    """Opens a progress display for `total` package reads and yields the function that advances it."""
-
-    def __call__(self, label: str, total: int) -> AbstractContextManager[Callable[[], None]]: ...
-
-
-@contextmanager
-def no_progress(label: str, total: int) -> Iterator[Callable[[], None]]:
-    del label, total
-    yield lambda: None
 
 
 @dataclass
@@ -92,68 +42,9 @@ class IndexOptions:
     jobs: int = DEFAULT_JOBS
     settings: PublishSettings = field(default_factory=PublishSettings)
     progress: ProgressFactory = no_progress
-
-
-@dataclass(frozen=True)
-class Rejection:
-    file: str
-    reason: str
-
-
-@dataclass
-class SubdirReport:
-    """What one subdir run did. `failed` files could not be fetched this time and are retried next run."""
-
-    subdir: str
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    failed: list[Rejection] = field(default_factory=list)
-    written: bool = False
-    error: str | None = None
-    attempts: int = 1
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "removed": self.removed,
-            "unchanged": self.unchanged,
-            "rejected": [{"file": r.file, "reason": r.reason} for r in self.rejected],
-            "failed": [{"file": r.file, "reason": r.reason} for r in self.failed],
-            "written": self.written,
-            "error": self.error,
-            "attempts": self.attempts,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class ChannelReport:
-    target: str
-    dry_run: bool
-    subdirs: dict[str, SubdirReport] = field(default_factory=dict)
-    rejected: list[Rejection] = field(default_factory=list)
-    requests: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return all(report.error is None for report in self.subdirs.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "dry_run": self.dry_run,
-            "ok": self.ok,
-            "subdirs": {name: report.to_dict() for name, report in sorted(self.subdirs.items())},
-            "rejected": [{"file": r.file, "reason": r.reason} for r in self.rejected],
-            "requests": dict(sorted(self.requests.items())),
-            "seconds": round(self.seconds, 3),
-        }
+    lease: LeaseTerms = field(default_factory=LeaseTerms)
+    # time.monotonic() value after which no new package read starts; None for no limit.
+    deadline: float | None = None
 
 
 def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelReport:
@@ -174,6 +65,9 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
         if not folders & KNOWN_SUBDIRS:
             logger.warning("no subdir folders under %s: indexing it as an empty channel", report.target)
     for subdir in sorted(subdirs):
+        if options.deadline is not None and time.monotonic() >= options.deadline:
+            report.skipped.append(subdir)
+            continue
         report.subdirs[subdir] = index_subdir(store, channel, subdir, options)
     report.requests = dict(store.requests)
     report.seconds = time.monotonic() - started
@@ -181,72 +75,42 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
 
 
 def index_subdir(store: Store, channel: str, subdir: str, options: IndexOptions) -> SubdirReport:
-    """Index one subdir, retrying when a concurrent indexer commits first."""
-    started = time.monotonic()
+    """Index one subdir from a listing of its folder, retrying when a concurrent indexer commits first.
+
+    A survey (listing, state, plan: reads only) comes first, so a run with nothing to do takes no lease
+    and writes nothing at all; otherwise the work is redone under the lease.
+    """
     prefix = join_key(channel, subdir)
-    report = SubdirReport(subdir)
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        try:
-            report = _index_subdir_once(store, prefix, subdir, options)
-            report.attempts = attempt
-            break
-        except PreconditionFailedError as error:
-            logger.info("%s changed under us (attempt %d): %s", store.describe(prefix), attempt, error)
-            report = SubdirReport(
-                subdir, attempts=attempt, error=f"gave up after {attempt} conflicting updates"
-            )
-        except FatalStoreError:
-            raise
-        except StoreError as error:
-            report = SubdirReport(subdir, attempts=attempt, error=str(error))
-            break
-    report.seconds = time.monotonic() - started
-    if report.error:
-        logger.error("could not index %s: %s", store.describe(prefix), report.error)
-    return report
-
-
-def _index_subdir_once(store: Store, prefix: str, subdir: str, options: IndexOptions) -> SubdirReport:
-    listing = store.list_folder(prefix)
-    listed = {obj.name: obj for obj in listing.objects}
-    stored_state, state_etag = _load_state(store, prefix)
-    previous = stored_state if stored_state is not None else _adopt_published(store, prefix, listed)
-    plan = plan_subdir(listing.objects, previous, force=options.force)
-    report = SubdirReport(
-        subdir,
-        added=plan.added,
-        updated=sorted(plan.replaced),
-        removed=plan.removed,
-        unchanged=len(plan.keep),
-    )
-    if options.dry_run:
-        report.rejected = [Rejection(name, r.reason) for name, r in sorted(plan.rejected.items())]
+    started = time.monotonic()
+    survey = _survey(store, prefix, options)
+    if options.dry_run or not survey.has_work(options):
+        report = survey.planned_report(subdir)
+        report.seconds = time.monotonic() - started
         return report
+    surveys = [survey]
 
-    state = _next_state(store, prefix, subdir, plan, previous, options, report)
-    settings = options.settings
-    outputs_current = previous.settings == settings.fingerprint() and all(
-        name in listed and listed[name].etag == previous.outputs.get(name) for name in OUR_OUTPUT_FILES
-    )
-    if state.packages != previous.packages or not outputs_current or options.force:
-        _publish(store, prefix, subdir, state, previous, options)
-        report.written = True
-    elif state.rejected == previous.rejected and stored_state is not None:
-        return report
-    _commit_state(store, prefix, state, state_etag)
-    return report
+    def locked(lease: Lease) -> SubdirReport:
+        # The survey still holds if nobody committed since: one HEAD instead of a new listing.
+        current = store.head(join_key(prefix, STATE_FILE))
+        if (current.etag if current else None) != surveys[-1].state_etag:
+            surveys.append(_survey(store, prefix, options))
+        return _index_surveyed(store, prefix, subdir, options, lease, surveys[-1])
+
+    return run_transaction(store, prefix, subdir, options.lease, locked)
 
 
-def _next_state(
-    store: Store,
-    prefix: str,
-    subdir: str,
-    plan: SubdirPlan,
-    previous: SubdirState,
-    options: IndexOptions,
-    report: SubdirReport,
-) -> SubdirState:
-    """Read the planned packages and fold the outcomes into the state the run will commit."""
+def index_subdir_locked(
+    store: Store, prefix: str, subdir: str, options: IndexOptions, lease: Lease
+) -> SubdirReport:
+    """The body of a full subdir index; the caller holds the subdir's lease."""
+    return _index_surveyed(store, prefix, subdir, options, lease, _survey(store, prefix, options))
+
+
+def _index_surveyed(
+    store: Store, prefix: str, subdir: str, options: IndexOptions, lease: Lease, survey: _Survey
+) -> SubdirReport:
+    previous, plan = survey.previous, survey.plan
+    report = SubdirReport(subdir, removed=list(plan.removed), unchanged=len(plan.keep))
     state = SubdirState(
         packages=dict(plan.keep),
         rejected=dict(plan.rejected),
@@ -254,148 +118,74 @@ def _next_state(
         shards=dict(previous.shards),
         settings=previous.settings,
     )
-    outcomes = _read_packages(store, subdir, plan.read, options)
-    for obj, outcome in outcomes:
-        if isinstance(outcome, IndexedPackage):
-            state.packages[obj.name] = outcome
-        elif isinstance(outcome, RejectedFile):
-            state.rejected[obj.name] = outcome
-        else:
-            report.failed.append(Rejection(obj.name, outcome))
-            logger.warning(
-                "could not read %s (will retry on the next run): %s", store.describe(obj.key), outcome
-            )
-            # A file we could not fetch keeps its last good record rather than vanishing from the index.
-            if obj.name in previous.packages:
-                state.packages[obj.name] = previous.packages[obj.name]
-    failed = {failure.file for failure in report.failed}
-    report.added = [name for name in report.added if name in state.packages and name not in failed]
-    report.updated = [name for name in report.updated if name in state.packages and name not in failed]
-    for name, rejected in sorted(state.rejected.items()):
-        report.rejected.append(Rejection(name, rejected.reason))
-        if previous.rejected.get(name) != rejected:
-            logger.warning("rejected %s: %s", store.describe(join_key(prefix, name)), rejected.reason)
-    return state
-
-
-def _read_packages(
-    store: Store, subdir: str, objects: list[StoredObject], options: IndexOptions
-) -> list[tuple[StoredObject, IndexedPackage | RejectedFile | str]]:
-    if not objects:
-        return []
-    results: list[tuple[StoredObject, IndexedPackage | RejectedFile | str]] = []
-    with (
-        ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool,
-        options.progress(subdir, len(objects)) as advance,
-    ):
-        futures = {pool.submit(read_package, store, subdir, obj): obj for obj in objects}
-        for future in as_completed(futures):
-            results.append((futures[future], future.result()))
-            advance()
-    return results
-
-
-def read_package(store: Store, subdir: str, obj: StoredObject) -> IndexedPackage | RejectedFile | str:
-    """Fetch one package and build its record: an IndexedPackage, a RejectedFile, or why it failed."""
-    filename = parse_package_filename(obj.name)
-    if filename is None:
-        return RejectedFile(obj.etag, obj.size, "file name is not <name>-<version>-<build>.conda|.tar.bz2")
-    with PackageSpool() as spool:
-        try:
-            fetched = store.download(obj.key, spool.write)
-        except StoreError as error:
-            return str(error)
-        try:
-            if fetched.size == 0:
-                raise BadPackageError("empty file (0 bytes)")
-            metadata = spool.read_metadata(obj.name)
-            record = encode_record(build_record(filename, subdir, metadata, spool.digests()))
-        except BadPackageError as error:
-            return RejectedFile(fetched.etag, fetched.size, str(error))
-        except Exception as error:
-            # Not a verdict on the package: an unforeseen failure is logged in full and retried next run,
-            # and never stops the packages beside it.
-            logger.exception("unexpected error while reading %s", store.describe(obj.key))
-            return f"unexpected {type(error).__name__}: {error}"
-    return IndexedPackage(fetched.etag, fetched.size, record)
-
-
-def _publish(
-    store: Store, prefix: str, subdir: str, state: SubdirState, previous: SubdirState, options: IndexOptions
-) -> None:
-    """Write shards that are new, then the shard index, repodata.json.zst and repodata.json."""
-    settings = options.settings
-    groups = group_by_name(state.records())
-    previous_groups = group_by_name(previous.records())
-    published = set(previous.shards.values())
-    digests: dict[str, str] = {}
-    new_shards: dict[str, bytes] = {}
-    for name, group in groups.items():
-        known = previous.shards.get(name)
-        if known and not options.force and previous_groups.get(name) == group:
-            digests[name] = known
-            continue
-        shard = render_shard(group)
-        digests[name] = shard_digest(shard)
-        if options.force or digests[name] not in published:
-            new_shards[digests[name]] = shard
-    _write_shards(store, prefix, new_shards, options.jobs)
-
-    cache_control = settings.repodata_cache_control
-    base_url = settings.subdir_base_url(subdir)
-    repodata = render_repodata(subdir, state.records(), base_url)
-    shard_index = render_shard_index(subdir, digests, datetime.now(UTC), base_url)
-    outputs = {}
-    for name, data, content_type in (
-        (SHARD_INDEX, shard_index, ZSTD_TYPE),
-        (REPODATA_ZST, compress_repodata(repodata), ZSTD_TYPE),
-        (REPODATA_JSON, repodata, JSON_TYPE),
-    ):
-        outputs[name] = store.write(
-            join_key(prefix, name), data, content_type=content_type, cache_control=cache_control
-        )
-    state.outputs = outputs
-    state.shards = digests
-    state.settings = settings.fingerprint()
-
-
-def _write_shards(store: Store, prefix: str, shards: dict[str, bytes], jobs: int) -> None:
-    def write(digest: str) -> None:
-        store.write(
-            join_key(prefix, shard_path(digest)),
-            shards[digest],
-            content_type=ZSTD_TYPE,
-            cache_control=SHARD_CACHE_CONTROL,
-        )
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in [pool.submit(write, digest) for digest in shards]:
-            future.result()
-
-
-def _commit_state(store: Store, prefix: str, state: SubdirState, state_etag: str | None) -> None:
-    store.write(
-        join_key(prefix, STATE_FILE),
-        state.to_bytes(),
-        content_type=ZSTD_TYPE,
-        cache_control=STATE_CACHE_CONTROL,
-        if_match=state_etag,
-        if_none_match=state_etag is None,
+    outcomes = read_packages(
+        store, subdir, plan.read, jobs=options.jobs, progress=options.progress, deadline=options.deadline
     )
+    fold_outcomes(store, prefix, state, previous, outcomes, report)
+    if state.packages != previous.packages or not survey.outputs_current(options) or options.force:
+        publish_outputs(
+            store,
+            prefix,
+            subdir,
+            state,
+            previous,
+            options.settings,
+            jobs=options.jobs,
+            rewrite_shards=options.force,
+        )
+        report.written = True
+    elif state.rejected == previous.rejected and survey.stored_state is not None:
+        return report
+    commit_state(store, prefix, state, survey.state_etag, lease)
+    return report
 
 
-def _load_state(store: Store, prefix: str) -> tuple[SubdirState | None, str | None]:
-    """The stored state and its ETag; an unreadable state is rebuilt (its ETag kept for the overwrite)."""
-    key = join_key(prefix, STATE_FILE)
-    try:
-        data, etag = store.read(key)
-    except NotFoundError:
-        return None, None
-    try:
-        return SubdirState.from_bytes(data), etag
-    except ValueError as error:
-        logger.warning("ignoring %s and rebuilding it: %s", store.describe(key), error)
-        return None, etag
+@dataclass
+class _Survey:
+    """What a subdir looks like before any change: its listing, its state and the resulting plan."""
+
+    listed: dict[str, StoredObject]
+    stored_state: SubdirState | None
+    state_etag: str | None
+    previous: SubdirState
+    plan: SubdirPlan
+
+    def outputs_current(self, options: IndexOptions) -> bool:
+        """The outputs are the ones the state recorded, written with today's settings."""
+        return self.previous.settings == options.settings.fingerprint() and all(
+            name in self.listed and self.listed[name].etag == self.previous.outputs.get(name)
+            for name in OUR_OUTPUT_FILES
+        )
+
+    def has_work(self, options: IndexOptions) -> bool:
+        plan = self.plan
+        return (
+            options.force
+            or self.stored_state is None
+            or bool(plan.read or plan.removed)
+            or plan.rejected != self.previous.rejected
+            or not self.outputs_current(options)
+        )
+
+    def planned_report(self, subdir: str) -> SubdirReport:
+        plan = self.plan
+        return SubdirReport(
+            subdir,
+            added=plan.added,
+            updated=sorted(plan.replaced),
+            removed=plan.removed,
+            unchanged=len(plan.keep),
+            rejected=[Rejection(name, rejected.reason) for name, rejected in sorted(plan.rejected.items())],
+        )
+
+
+def _survey(store: Store, prefix: str, options: IndexOptions) -> _Survey:
+    listing = store.list_folder(prefix)
+    listed = {obj.name: obj for obj in listing.objects}
+    stored_state, state_etag = load_state(store, prefix)
+    previous = stored_state if stored_state is not None else _adopt_published(store, prefix, listed)
+    plan = plan_subdir(listing.objects, previous, force=options.force)
+    return _Survey(listed, stored_state, state_etag, previous, plan)
 
 
 def _adopt_published(store: Store, prefix: str, listed: dict[str, StoredObject]) -> SubdirState:

@@ -90,6 +90,11 @@ class Store(Protocol):
         raises PreconditionFailedError when the object is not in the expected state."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Remove an object; absent objects are not an error."""
+    def head(self, key: str) -> StoredObject | None:
+        """ETag and size of an object without reading it; None if absent."""
+        ...
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove an object; absent objects are not an error. With if_match, only that exact version
+        is removed (PreconditionFailedError otherwise)."""
         ...

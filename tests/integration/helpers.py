@@ -12,8 +12,9 @@ from typing import Any
 import msgpack
 import zstandard
 
-from reindexer.indexer import ChannelReport, IndexOptions, index_channel
+from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import join_key
+from reindexer.reports import ChannelReport
 from reindexer.storage.s3 import S3Store
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")

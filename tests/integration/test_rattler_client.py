@@ -25,8 +25,9 @@ from rattler import Gateway, SourceConfig, install, solve
 from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.embedded_s3 import EmbeddedS3
-from reindexer.indexer import IndexOptions, PublishSettings
+from reindexer.indexer import IndexOptions
 from reindexer.layout import OUR_OUTPUT_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
+from reindexer.publication import PublishSettings
 from reindexer.storage.s3 import S3Store, create_s3_client
 from tests.integration.helpers import (
     run_index,

@@ -33,6 +33,7 @@ from tests.integration.helpers import (
     subdirs_of,
     zstd_decompress,
 )
+from tests.writers import index_ignoring_lease
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
@@ -51,12 +52,13 @@ def test_cold_run_reads_each_package_once_and_publishes_every_subdir(
     assert sorted(report.subdirs) == sorted(SUBDIRS)
     assert report.target == f"s3://{MOTO_BUCKET}/{channel}"
     assert report.rejected == []
-    # Exactly one GET per package, no HEAD; the only other GETs are the (missing) state files.
+    # Exactly one GET per package and no package HEAD. The only other GETs are the (missing) state files;
+    # the only HEADs check, under the lease, that no one committed a state since the survey.
     assert moto_calls.package_reads() == dict.fromkeys(files, 1)
-    other_gets = {key for key in moto_calls.keys("GetObject") if key not in files}
-    assert other_gets == {join_key(channel, subdir, STATE_FILE) for subdir in SUBDIRS}
+    states = {join_key(channel, subdir, STATE_FILE) for subdir in SUBDIRS}
+    assert {key for key in moto_calls.keys("GetObject") if key not in files} == states
     assert moto_store.requests["GetObject"] == len(files) + len(SUBDIRS)
-    assert moto_store.requests.get("HeadObject", 0) == 0
+    assert set(moto_calls.keys("HeadObject")) == states
     assert report.requests == dict(moto_store.requests)
 
     for subdir in SUBDIRS:
@@ -330,11 +332,12 @@ def test_concurrent_indexers_converge(
     (late_path,) = build_packages([late], tmp_path)
 
     def rival() -> None:
-        # A package lands and another indexer (e.g. a Lambda for its event) indexes it and commits first.
+        # A package lands and a writer that takes no lease indexes it and commits first: only the
+        # compare-and-swap on the state stands between it and a lost update.
         moto_store.client.put_object(
             Bucket=MOTO_BUCKET, Key=f"ch/linux-64/{late.filename}", Body=late_path.read_bytes()
         )
-        run_index(moto_store, "ch", IndexOptions(subdirs=["linux-64"]))
+        index_ignoring_lease(moto_store, "ch", "linux-64")
 
     # Our run starts from the old listing: it must lose the state commit (412), retry, and converge.
     slow = _RacingStore(MOTO_BUCKET, create_s3_client(region="us-east-1"), when, rival)

@@ -8,12 +8,9 @@ import pytest
 
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
-from reindexer.indexer import (
-    SHARD_CACHE_CONTROL,
-    IndexOptions,
-    PublishSettings,
-)
+from reindexer.indexer import IndexOptions
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
+from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
 from reindexer.storage.s3 import S3Store, create_s3_client
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError
 from tests.integration.conftest import MOTO_BUCKET

@@ -14,10 +14,11 @@ import msgpack
 import zstandard
 
 from devtools.sample_channel import SamplePackage, build_packages
-from reindexer.indexer import ChannelReport, IndexOptions, index_channel
+from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import parse_package_filename
 from reindexer.package_reader import PackageSpool
 from reindexer.records import Record, build_record
+from reindexer.reports import ChannelReport
 from reindexer.storage.local import LocalStore
 
 

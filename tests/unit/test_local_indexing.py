@@ -16,8 +16,10 @@ import pytest
 from rattler.index import index_fs
 
 from devtools.sample_channel import SamplePackage, package_files
-from reindexer.indexer import COMMIT_ATTEMPTS, IndexOptions, PublishSettings, index_channel, read_package
+from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import STATE_FILE
+from reindexer.package_fetch import Gone, read_package
+from reindexer.publication import COMMIT_ATTEMPTS, PublishSettings
 from reindexer.shards import shard_path
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore
@@ -34,6 +36,7 @@ from tests.unit.helpers import (
     upload,
     zstd_decompress,
 )
+from tests.writers import index_ignoring_lease
 
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
 
@@ -356,13 +359,12 @@ def test_packages_in_an_unknown_subdir_folder_are_reported_on_the_channel(channe
     assert not (channel / "linux-65" / "repodata.json").exists()
 
 
-def test_read_package_of_a_file_that_vanished_reports_a_failure_not_a_rejection(tmp_path):
+def test_read_package_of_a_file_that_vanished_reports_it_gone_not_rejected(tmp_path):
     store = LocalStore(tmp_path)
 
     outcome = read_package(store, "linux-64", StoredObject("linux-64/gone-1.0-h0_0.conda", "e", 10))
 
-    assert isinstance(outcome, str)
-    assert "does not exist" in outcome
+    assert outcome == Gone()
 
 
 # --- repairs, settings, adoption ----------------------------------------------------------------------
@@ -624,7 +626,7 @@ def test_known_package_that_cannot_be_fetched_keeps_its_last_record(channel, pac
 
 
 class RacingStore(LocalStore):
-    """Lets another indexer run to completion just before this one commits its first state."""
+    """Lets a lease-ignoring indexer run to completion just before this one commits its first state."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -634,8 +636,8 @@ class RacingStore(LocalStore):
         if key.endswith(STATE_FILE) and not self.raced:
             self.raced = True
             subdir = key.split("/", maxsplit=1)[0]
-            rival, _ = run_index(self.root, subdirs=[subdir])
-            assert rival.ok
+            rival = index_ignoring_lease(LocalStore(self.root), "", subdir)
+            assert rival.error is None
         return super().write(key, data, **kwargs)
 
 

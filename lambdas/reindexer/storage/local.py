@@ -114,9 +114,25 @@ class LocalStore:
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error.strerror}") from None
 
-    def delete(self, key: str) -> None:
+    def head(self, key: str) -> StoredObject | None:
+        self._count("head")
+        try:
+            stat = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return StoredObject(key, _etag(stat), stat.st_size)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         self._count("delete")
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        if if_match is None:
+            path.unlink(missing_ok=True)
+            return
+        with self._exclusive():
+            current = _current_etag(path)
+            if current is not None and current != if_match:
+                raise PreconditionFailedError(f"{path} changed since it was read")
+            path.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         return self.root / key if key else self.root

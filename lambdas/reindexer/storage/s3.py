@@ -142,9 +142,20 @@ class S3Store:
                 f"{self.describe(key)} was deleted while it was being updated"
             ) from None
 
-    def delete(self, key: str) -> None:
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            with self._errors(key):
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except NotFoundError:
+            return None
+        return StoredObject(key, _unquote(response["ETag"]), response["ContentLength"])
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match is not None:
+            arguments["IfMatch"] = f'"{if_match}"'
         with self._errors(key):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            self.client.delete_object(**arguments)
 
     def _count_request(self, event_name: str = "", **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]

@@ -1,0 +1,183 @@
+"""A per-subdir lease built on conditional writes: one writer at a time publishes a subdir's outputs.
+
+Protocol (object `<subdir>/.reindexer/lease.json`, body: owner and expiry time):
+- acquire: create it with `If-None-Match: *`. If it exists and has expired (or cannot be parsed), take it
+  over with `If-Match: <its ETag>`; if it is live, wait with jittered backoff and try again.
+- hold: a keep-alive thread renews it with `If-Match: <our ETag>` every third of its lifetime; a failed
+  renewal marks the lease lost, and a lost lease forbids the commit.
+- release: delete it with `If-Match: <our ETag>`, so a lease someone else took over is never removed.
+
+Why it is safe: S3 applies each conditional write atomically, so two writers can never both create or take
+over the same lease version. Lifetimes exceed the holder's own time limit (a Lambda's timeout), so a holder
+cannot outlive its lease unnoticed. The lease orders the writes of outputs; the state is still committed
+with compare-and-swap, so even a violated lease cannot lose an update (see publication.commit_state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .layout import STATE_FOLDER, join_key
+from .store import NotFoundError, PreconditionFailedError, Store, TransientStoreError
+
+logger = logging.getLogger(__name__)
+
+LEASE_FILE = f"{STATE_FOLDER}/lease.json"
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 2.0
+
+
+class LeaseBusyError(TransientStoreError):
+    """Another indexer held the subdir for longer than we were allowed to wait."""
+
+
+class LeaseLostError(PreconditionFailedError):
+    """Our lease expired or was taken over before we committed."""
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How long a lease lives unless renewed, and how long to wait for a busy one."""
+
+    lifetime: float = 300.0
+    wait: float = 900.0
+
+
+class Lease:
+    """The lease on one subdir; use `hold()` as a context manager around the whole update."""
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        terms: LeaseTerms,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.key = join_key(prefix, LEASE_FILE)
+        self.terms = terms
+        self.owner = uuid.uuid4().hex
+        self._clock = clock
+        self._sleep = sleep
+        self._etag: str | None = None
+        self._expires_at = 0.0
+        self._lost = False
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self) -> Iterator[Lease]:
+        """Acquire, keep alive while the block runs, then release."""
+        self.acquire()
+        stop = threading.Event()
+        keeper = threading.Thread(target=self._keep_alive, args=(stop,), name="lease-keep-alive", daemon=True)
+        keeper.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            keeper.join()
+            self.release()
+
+    def acquire(self) -> None:
+        waited_since = time.monotonic()
+        backoff = FIRST_BACKOFF
+        while True:
+            if self._try_acquire():
+                return
+            if time.monotonic() - waited_since >= self.terms.wait:
+                location = self.store.describe(self.key)
+                raise LeaseBusyError(
+                    f"{location}: another indexer held the subdir for over {self.terms.wait:.0f} s"
+                )
+            self._sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless the lease is still ours with time to spare for a commit."""
+        with self._guard:
+            if self._lost or self._etag is None or self._clock() >= self._expires_at:
+                raise LeaseLostError(f"{self.store.describe(self.key)}: lease lost before the commit")
+
+    def renew(self) -> None:
+        with self._guard:
+            if self._lost or self._etag is None:
+                return
+            try:
+                self._etag, self._expires_at = self._write(if_match=self._etag)
+            except (PreconditionFailedError, NotFoundError):
+                self._lost = True
+                logger.warning("lost the lease %s to another indexer", self.store.describe(self.key))
+
+    def release(self) -> None:
+        with self._guard:
+            etag, self._etag = self._etag, None
+        if etag is None:
+            return
+        try:
+            self.store.delete(self.key, if_match=etag)
+        except (PreconditionFailedError, NotFoundError):
+            pass  # taken over after it expired: it is someone else's now
+        except TransientStoreError as error:
+            # Harmless beyond a delay: the lease expires on its own.
+            logger.warning("could not release %s: %s", self.store.describe(self.key), error)
+
+    def _try_acquire(self) -> bool:
+        try:
+            with self._guard:
+                self._etag, self._expires_at = self._write(if_none_match=True)
+                self._lost = False
+            return True
+        except PreconditionFailedError:
+            pass
+        try:
+            data, current = self.store.read(self.key)
+        except NotFoundError:
+            return False  # released meanwhile: try again at once on the next round
+        if self._expiry_of(data) > self._clock():
+            return False
+        try:
+            with self._guard:
+                self._etag, self._expires_at = self._write(if_match=current)
+                self._lost = False
+            logger.info("took over the expired lease %s", self.store.describe(self.key))
+            return True
+        except (PreconditionFailedError, NotFoundError):
+            return False
+
+    def _write(self, *, if_match: str | None = None, if_none_match: bool = False) -> tuple[str, float]:
+        expires_at = self._clock() + self.terms.lifetime
+        body = json.dumps({"owner": self.owner, "expires_at": expires_at}).encode()
+        etag = self.store.write(
+            self.key,
+            body,
+            content_type="application/json",
+            cache_control="no-store",
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
+        return etag, expires_at
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        while not stop.wait(self.terms.lifetime / 3):
+            try:
+                self.renew()
+            except TransientStoreError as error:
+                logger.warning("could not renew %s: %s", self.store.describe(self.key), error)
+
+    @staticmethod
+    def _expiry_of(data: bytes) -> float:
+        """Expiry time of a stored lease; an unreadable lease counts as expired."""
+        try:
+            return float(json.loads(data)["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            return 0.0

@@ -1,0 +1,231 @@
+"""Publishing a subdir: how a new state becomes visible to clients, safely under concurrency.
+
+Every update of a subdir, whether a full index or an event, runs as one transaction:
+1. take the subdir's lease (reindexer.lease), so at most one writer publishes at a time;
+2. load the state and remember its ETag;
+3. write new shards, then repodata_shards.msgpack.zst, repodata.json.zst and repodata.json;
+4. commit the state with `If-Match: <ETag read in 2>` (or `If-None-Match: *` for a new subdir), after
+   checking the lease is still ours;
+5. release the lease.
+The state is the commit point. A writer that stops after 3 leaves outputs whose ETags differ from those
+the state recorded, and it did not acknowledge its work, so the work is redone and the outputs rewritten
+(a full run compares the listed ETags with the recorded ones). Shards are content-addressed and written
+before anything points at them, so no reader ever sees a shard index naming a missing shard. A commit that
+loses its compare-and-swap (a lease taken over after expiry, a writer that ignores leases) raises
+PreconditionFailedError and the whole transaction is retried from 1, so no update is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
+from .lease import Lease, LeaseTerms
+from .package_fetch import Deferred, Failed, Gone, Outcome
+from .repodata import compress_repodata, render_repodata
+from .reports import Rejection, SubdirReport
+from .shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
+from .state import IndexedPackage, RejectedFile, SubdirState
+from .store import FatalStoreError, NotFoundError, PreconditionFailedError, Store, StoredObject, StoreError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REPODATA_MAX_AGE = 60
+COMMIT_ATTEMPTS = 5
+SHARD_CACHE_CONTROL = "public, max-age=31536000, immutable"
+STATE_CACHE_CONTROL = "no-store"
+JSON_TYPE = "application/json"
+ZSTD_TYPE = "application/zstd"
+# Bump when the bytes we publish for the same records change, so existing channels get rewritten.
+OUTPUT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """How outputs are written; a change of settings rewrites the outputs on the next full run."""
+
+    base_url: str | None = None
+    repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
+
+    def subdir_base_url(self, subdir: str) -> str | None:
+        """Clients fetch `base_url + filename`, so the channel-level URL gets the subdir appended."""
+        return f"{self.base_url.rstrip('/')}/{subdir}/" if self.base_url else None
+
+    @property
+    def repodata_cache_control(self) -> str:
+        return f"public, max-age={self.repodata_max_age}"
+
+    def fingerprint(self) -> str:
+        return json.dumps(
+            {"format": OUTPUT_FORMAT, "base_url": self.base_url, "max_age": self.repodata_max_age},
+            sort_keys=True,
+        )
+
+
+def run_transaction(
+    store: Store,
+    prefix: str,
+    subdir: str,
+    terms: LeaseTerms,
+    body: Callable[[Lease], SubdirReport],
+) -> SubdirReport:
+    """Run `body` under the subdir's lease, again from the start whenever its commit loses a race."""
+    started = time.monotonic()
+    report = SubdirReport(subdir)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            with Lease(store, prefix, terms).hold() as lease:
+                report = body(lease)
+            report.attempts = attempt
+            break
+        except PreconditionFailedError as error:
+            logger.info("%s changed under us (attempt %d): %s", store.describe(prefix), attempt, error)
+            report = SubdirReport(
+                subdir, attempts=attempt, error=f"gave up after {attempt} conflicting updates"
+            )
+        except FatalStoreError:
+            raise
+        except StoreError as error:
+            report = SubdirReport(subdir, attempts=attempt, error=str(error))
+            break
+    report.seconds = time.monotonic() - started
+    if report.error:
+        logger.error("could not index %s: %s", store.describe(prefix), report.error)
+    return report
+
+
+def load_state(store: Store, prefix: str) -> tuple[SubdirState | None, str | None]:
+    """The stored state and its ETag; an unreadable state is rebuilt (its ETag kept for the overwrite)."""
+    key = join_key(prefix, STATE_FILE)
+    try:
+        data, etag = store.read(key)
+    except NotFoundError:
+        return None, None
+    try:
+        return SubdirState.from_bytes(data), etag
+    except ValueError as error:
+        logger.warning("ignoring %s and rebuilding it: %s", store.describe(key), error)
+        return None, etag
+
+
+def fold_outcomes(
+    store: Store,
+    prefix: str,
+    state: SubdirState,
+    previous: SubdirState,
+    outcomes: list[tuple[StoredObject, Outcome]],
+    report: SubdirReport,
+) -> None:
+    """Apply what reading packages gave to the state the run will commit, and count it in the report."""
+    for obj, outcome in outcomes:
+        name = obj.name
+        if isinstance(outcome, IndexedPackage):
+            state.packages[name] = outcome
+            state.rejected.pop(name, None)
+            (report.updated if name in previous.packages else report.added).append(name)
+        elif isinstance(outcome, RejectedFile):
+            state.packages.pop(name, None)
+            state.rejected[name] = outcome
+            if name in previous.packages:
+                report.removed.append(name)
+        elif isinstance(outcome, Gone):
+            state.rejected.pop(name, None)
+            state.packages.pop(name, None)
+            if name in previous.packages:
+                report.removed.append(name)
+        elif isinstance(outcome, Failed | Deferred):
+            # Keep the last good record (if any) rather than let the file vanish from the index.
+            if name in previous.packages:
+                state.packages.setdefault(name, previous.packages[name])
+            if isinstance(outcome, Failed):
+                report.failed.append(Rejection(name, outcome.reason))
+                logger.warning("could not read %s (will retry): %s", store.describe(obj.key), outcome.reason)
+            else:
+                report.deferred.append(name)
+    for names in (report.added, report.updated, report.removed, report.deferred):
+        names.sort()
+    for name, rejected in sorted(state.rejected.items()):
+        report.rejected.append(Rejection(name, rejected.reason))
+        if previous.rejected.get(name) != rejected:
+            logger.warning("rejected %s: %s", store.describe(join_key(prefix, name)), rejected.reason)
+
+
+def publish_outputs(
+    store: Store,
+    prefix: str,
+    subdir: str,
+    state: SubdirState,
+    previous: SubdirState,
+    settings: PublishSettings,
+    *,
+    jobs: int,
+    rewrite_shards: bool = False,
+) -> None:
+    """Write shards that are new, then the shard index, repodata.json.zst and repodata.json."""
+    records = state.records()
+    groups = group_by_name(records)
+    previous_groups = group_by_name(previous.records())
+    published = set(previous.shards.values())
+    digests: dict[str, str] = {}
+    new_shards: dict[str, bytes] = {}
+    for name, group in groups.items():
+        known = previous.shards.get(name)
+        if known and not rewrite_shards and previous_groups.get(name) == group:
+            digests[name] = known
+            continue
+        shard = render_shard(group)
+        digests[name] = shard_digest(shard)
+        if rewrite_shards or digests[name] not in published:
+            new_shards[digests[name]] = shard
+    _write_shards(store, prefix, new_shards, jobs)
+
+    base_url = settings.subdir_base_url(subdir)
+    repodata = render_repodata(subdir, records, base_url)
+    outputs = {}
+    for name, data, content_type in (
+        (SHARD_INDEX, render_shard_index(subdir, digests, datetime.now(UTC), base_url), ZSTD_TYPE),
+        (REPODATA_ZST, compress_repodata(repodata), ZSTD_TYPE),
+        (REPODATA_JSON, repodata, JSON_TYPE),
+    ):
+        outputs[name] = store.write(
+            join_key(prefix, name),
+            data,
+            content_type=content_type,
+            cache_control=settings.repodata_cache_control,
+        )
+    state.outputs = outputs
+    state.shards = digests
+    state.settings = settings.fingerprint()
+
+
+def commit_state(store: Store, prefix: str, state: SubdirState, state_etag: str | None, lease: Lease) -> None:
+    """Make the new state current, unless another writer committed since we loaded it."""
+    lease.check()
+    store.write(
+        join_key(prefix, STATE_FILE),
+        state.to_bytes(),
+        content_type=ZSTD_TYPE,
+        cache_control=STATE_CACHE_CONTROL,
+        if_match=state_etag,
+        if_none_match=state_etag is None,
+    )
+
+
+def _write_shards(store: Store, prefix: str, shards: dict[str, bytes], jobs: int) -> None:
+    def write(digest: str) -> None:
+        store.write(
+            join_key(prefix, shard_path(digest)),
+            shards[digest],
+            content_type=ZSTD_TYPE,
+            cache_control=SHARD_CACHE_CONTROL,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(write, digest) for digest in shards]:
+            future.result()

@@ -1,0 +1,90 @@
+"""What a run reports: per subdir (added, updated, removed, unchanged, rejected, failed) and per channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rejection:
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "reason": self.reason}
+
+
+@dataclass
+class SubdirReport:
+    """What one subdir run did.
+
+    `failed` files could not be fetched this time and are retried by the next run; `deferred` files were
+    left for the next run because the time budget ran out (then `complete` is False).
+    """
+
+    subdir: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    failed: list[Rejection] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    written: bool = False
+    error: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and not self.deferred
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "rejected": [rejection.to_dict() for rejection in self.rejected],
+            "failed": [failure.to_dict() for failure in self.failed],
+            "deferred": self.deferred,
+            "complete": self.complete,
+            "written": self.written,
+            "error": self.error,
+            "attempts": self.attempts,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class ChannelReport:
+    target: str
+    dry_run: bool
+    subdirs: dict[str, SubdirReport] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(report.error is None for report in self.subdirs.values())
+
+    @property
+    def complete(self) -> bool:
+        """True when every subdir was fully indexed; False asks the caller to run again to continue."""
+        return not self.skipped and all(report.complete for report in self.subdirs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "complete": self.complete,
+            "subdirs": {name: report.to_dict() for name, report in sorted(self.subdirs.items())},
+            "skipped_subdirs": self.skipped,
+            "rejected": [rejection.to_dict() for rejection in self.rejected],
+            "requests": dict(sorted(self.requests.items())),
+            "seconds": round(self.seconds, 3),
+        }

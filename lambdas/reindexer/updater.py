@@ -1,0 +1,85 @@
+"""The event use case: apply what S3 notifications report to one subdir, without listing it.
+
+The event is a hint and the bucket is the truth: each named file is looked at as it is now, so duplicate,
+late and out-of-order notifications all converge on what the bucket holds. A file the state knows is
+checked with a HEAD and re-read only if its ETag or size changed; an unknown file is read with one GET;
+a file that is gone loses its record. Apart from writing the outputs, an update costs a fixed number of
+requests whatever the size of the subdir: lease PUT, state GET, one HEAD or GET per file, changed shards,
+three outputs, state PUT, lease DELETE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .indexer import IndexOptions, index_subdir_locked
+from .layout import join_key
+from .lease import Lease
+from .package_fetch import Gone, Outcome, read_package, read_packages
+from .planner import listing_rejection
+from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
+from .reports import SubdirReport
+from .state import RejectedFile, SubdirState
+from .store import Store, StoredObject
+
+
+def update_subdir(
+    store: Store, channel: str, subdir: str, filenames: Iterable[str], options: IndexOptions
+) -> SubdirReport:
+    """Bring the records of `filenames` (names inside the subdir folder) in line with the bucket."""
+    prefix = join_key(channel, subdir)
+    names = sorted(set(filenames))
+    return run_transaction(
+        store,
+        prefix,
+        subdir,
+        options.lease,
+        lambda lease: _update_locked(store, prefix, subdir, names, options, lease),
+    )
+
+
+def _update_locked(
+    store: Store, prefix: str, subdir: str, names: list[str], options: IndexOptions, lease: Lease
+) -> SubdirReport:
+    previous, state_etag = load_state(store, prefix)
+    if previous is None:
+        # A subdir seen for the first time, or whose state was lost: one full index from a listing builds it.
+        return index_subdir_locked(store, prefix, subdir, options, lease)
+
+    outcomes: list[tuple[StoredObject, Outcome]] = []
+    unknown: list[StoredObject] = []
+    for name in names:
+        key = join_key(prefix, name)
+        known = previous.packages.get(name) or previous.rejected.get(name)
+        reason = listing_rejection(name)
+        if known is None and reason is None:
+            unknown.append(StoredObject(key, "", 0))  # new: one GET reads it, no HEAD first
+            continue
+        current = store.head(key)
+        if current is None:
+            outcomes.append((StoredObject(key, "", 0), Gone()))
+        elif known is not None and (known.etag, known.size) == (current.etag, current.size):
+            continue
+        elif reason is not None:
+            outcomes.append((current, RejectedFile(current.etag, current.size, reason)))
+        else:
+            outcomes.append((current, read_package(store, subdir, current)))
+    outcomes += read_packages(store, subdir, unknown, jobs=options.jobs, deadline=options.deadline)
+
+    state = SubdirState(
+        packages=dict(previous.packages),
+        rejected=dict(previous.rejected),
+        outputs=dict(previous.outputs),
+        shards=dict(previous.shards),
+        settings=previous.settings,
+    )
+    report = SubdirReport(subdir)
+    fold_outcomes(store, prefix, state, previous, outcomes, report)
+    report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
+    if state.packages != previous.packages:
+        publish_outputs(store, prefix, subdir, state, previous, options.settings, jobs=options.jobs)
+        report.written = True
+    elif state.rejected == previous.rejected:
+        return report
+    commit_state(store, prefix, state, state_etag, lease)
+    return report

@@ -1,0 +1,24 @@
+"""Writers that take no lease (an older indexer, a hand-run tool): only the state's compare-and-swap
+protects a concurrent update from them, which is what race tests need to exercise."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from reindexer.indexer import IndexOptions, index_subdir_locked
+from reindexer.layout import join_key
+from reindexer.lease import Lease
+from reindexer.reports import SubdirReport
+from reindexer.store import Store
+
+
+class IgnoredLease:
+    def check(self) -> None:
+        """A writer that ignores leases never doubts it may commit."""
+
+
+def index_ignoring_lease(
+    store: Store, channel: str, subdir: str, options: IndexOptions | None = None
+) -> SubdirReport:
+    prefix = join_key(channel, subdir)
+    return index_subdir_locked(store, prefix, subdir, options or IndexOptions(), cast(Lease, IgnoredLease()))
