@@ -1,0 +1,99 @@
+"""Lambda handler for an on-demand full reindex, started from the console with a test event such as
+`{"channel": "my-channel"}`; optional `"subdirs"`, `"force": true`, `"dry_run": true` and `"bucket"`.
+
+Runs the same code as `reindexer index`. Reading stops early enough to commit what was read before the
+function times out; the result then says `"complete": false`, and invoking it again continues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from ..indexer import index_channel
+from ..layout import KNOWN_SUBDIRS
+from ..store import StoreError
+from .runtime import LambdaContext, TimeBudget, index_options, logger, metrics, settings, store_for, tracer
+
+# Reading may use 70 % of the invocation; the rest is left to publish and commit what was read.
+READ_SHARE = 0.7
+WAIT_SHARE = 0.2
+
+
+class BadRequestError(ValueError):
+    """The test event is not a valid full-reindex request; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class FullReindexRequest:
+    bucket: str
+    channel: str
+    subdirs: tuple[str, ...] | None
+    force: bool
+    dry_run: bool
+
+    @classmethod
+    def from_event(cls, event: Any) -> FullReindexRequest:
+        if not isinstance(event, dict):
+            raise BadRequestError('the event must be a JSON object such as {"channel": "my-channel"}')
+        unknown = set(event) - {"bucket", "channel", "subdirs", "force", "dry_run"}
+        if unknown:
+            raise BadRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        channel = event.get("channel")
+        if not isinstance(channel, str):
+            raise BadRequestError('"channel" is required: the channel prefix, or "" for the bucket root')
+        channel = channel.strip("/")
+        if not settings().manages(channel):
+            raise BadRequestError(f"channel {channel!r} is not one of CHANNEL_PREFIXES")
+        bucket = event.get("bucket", settings().bucket)
+        if not isinstance(bucket, str) or not bucket:
+            raise BadRequestError('no bucket: set "bucket" in the event or CHANNEL_BUCKET on the function')
+        subdirs = event.get("subdirs")
+        if subdirs is not None:
+            if not isinstance(subdirs, list) or not all(isinstance(s, str) for s in subdirs):
+                raise BadRequestError('"subdirs" must be a list of subdir names such as ["linux-64"]')
+            if unknown_subdirs := sorted(set(subdirs) - KNOWN_SUBDIRS):
+                raise BadRequestError(f"unknown subdir(s) {', '.join(unknown_subdirs)}")
+        for flag in ("force", "dry_run"):
+            if not isinstance(event.get(flag, False), bool):
+                raise BadRequestError(f'"{flag}" must be true or false')
+        return cls(
+            bucket=bucket,
+            channel=channel,
+            subdirs=tuple(subdirs) if subdirs else None,
+            force=event.get("force", False),
+            dry_run=event.get("dry_run", False),
+        )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    budget = TimeBudget.of(context, READ_SHARE, WAIT_SHARE)
+    try:
+        request = FullReindexRequest.from_event(event)
+    except BadRequestError as error:
+        logger.error(f"bad full-reindex request: {error}")
+        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
+        return {"ok": False, "complete": False, "error": str(error)}
+    options = index_options(budget, subdirs=request.subdirs, force=request.force, dry_run=request.dry_run)
+    try:
+        report = index_channel(store_for(request.bucket), request.channel, options)
+    except StoreError as error:
+        logger.error(f"full reindex of s3://{request.bucket}/{request.channel} failed: {error}")
+        metrics.add_metric(name="SubdirUpdateFailures", unit=MetricUnit.Count, value=1)
+        return {"ok": False, "complete": False, "error": str(error)}
+    for name, subdir in sorted(report.subdirs.items()):
+        logger.info(
+            "subdir reindexed",
+            extra={"bucket": request.bucket, "channel": request.channel, "subdir": name, **subdir.to_dict()},
+        )
+        metrics.add_metric(
+            name="PackagesIndexed", unit=MetricUnit.Count, value=len(subdir.added + subdir.updated)
+        )
+        metrics.add_metric(name="PackagesRemoved", unit=MetricUnit.Count, value=len(subdir.removed))
+        metrics.add_metric(name="PackagesRejected", unit=MetricUnit.Count, value=len(subdir.rejected))
+    return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
