@@ -59,7 +59,7 @@ def parse_event(event: Mapping[str, Any]) -> ParsedEvent:
                 notices += [
                     ObjectNotice(n.bucket, n.key, n.event_time, message_id) for n in _notices_of(body)
                 ]
-            except (ValueError, MalformedEventError) as error:
+            except ValueError as error:  # invalid JSON, or MalformedEventError
                 malformed.append((message_id, str(error).splitlines()[0] if str(error) else "unreadable"))
         return ParsedEvent(notices, malformed, from_sqs=True)
     return ParsedEvent(list(_notices_of(event)), [], from_sqs=False)

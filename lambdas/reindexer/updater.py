@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from .indexer import IndexOptions, index_subdir_locked
 from .layout import join_key
 from .lease import Lease
-from .package_fetch import Gone, Outcome, read_package, read_packages
+from .package_fetch import Gone, Outcome, read_packages
 from .planner import listing_rejection
 from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
 from .reports import SubdirReport
@@ -47,13 +47,13 @@ def _update_locked(
         return index_subdir_locked(store, prefix, subdir, options, lease)
 
     outcomes: list[tuple[StoredObject, Outcome]] = []
-    unknown: list[StoredObject] = []
+    to_read: list[StoredObject] = []
     for name in names:
         key = join_key(prefix, name)
         known = previous.packages.get(name) or previous.rejected.get(name)
         reason = listing_rejection(name)
         if known is None and reason is None:
-            unknown.append(StoredObject(key, "", 0))  # new: one GET reads it, no HEAD first
+            to_read.append(StoredObject(key, "", 0))  # new: one GET reads it, no HEAD first
             continue
         current = store.head(key)
         if current is None:
@@ -63,8 +63,8 @@ def _update_locked(
         elif reason is not None:
             outcomes.append((current, RejectedFile(current.etag, current.size, reason)))
         else:
-            outcomes.append((current, read_package(store, subdir, current)))
-    outcomes += read_packages(store, subdir, unknown, jobs=options.jobs, deadline=options.deadline)
+            to_read.append(current)
+    outcomes += read_packages(store, subdir, to_read, jobs=options.jobs, deadline=options.deadline)
 
     state = SubdirState(
         packages=dict(previous.packages),
