@@ -89,8 +89,7 @@ def _notices_of(message: Mapping[str, Any]) -> Iterator[ObjectNotice]:
         if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
             raise MalformedEventError("a record is not an S3 event record")
         try:
-            bucket = record["s3"]["bucket"]["name"]
-            raw_key = record["s3"]["object"]["key"]
+            bucket, raw_key = _names(record["s3"]["bucket"]["name"], record["s3"]["object"]["key"])
         except (KeyError, TypeError):
             raise MalformedEventError("an S3 event record has no bucket name or object key") from None
         # S3 event messages URL-encode keys ('+' for spaces), and '+' is common in conda versions.
@@ -101,8 +100,7 @@ def _eventbridge_notices(message: Mapping[str, Any]) -> Iterator[ObjectNotice]:
     if message.get("detail-type") not in ("Object Created", "Object Deleted"):
         return
     try:
-        bucket = message["detail"]["bucket"]["name"]
-        raw_key = message["detail"]["object"]["key"]
+        bucket, raw_key = _names(message["detail"]["bucket"]["name"], message["detail"]["object"]["key"])
     except (KeyError, TypeError):
         raise MalformedEventError("an EventBridge S3 event has no bucket name or object key") from None
     event_time = _time(message.get("time"))
@@ -111,6 +109,12 @@ def _eventbridge_notices(message: Mapping[str, Any]) -> Iterator[ObjectNotice]:
     if decoded != raw_key:
         # Whether EventBridge encodes keys is not documented; the bucket will say which of the two exists.
         yield ObjectNotice(bucket, raw_key, event_time)
+
+
+def _names(bucket: object, key: object) -> tuple[str, str]:
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        raise TypeError("bucket name and object key must be non-empty strings")
+    return bucket, key
 
 
 def _is_sqs(record: object) -> bool:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .indexer import IndexOptions, index_subdir_locked
-from .layout import join_key
+from .indexer import IndexOptions, index_subdir, index_subdir_locked
+from .layout import REPODATA_JSON, join_key
 from .lease import Lease
 from .package_fetch import Gone, Outcome, read_packages
 from .planner import listing_rejection
@@ -29,21 +29,35 @@ def update_subdir(
     """Bring the records of `filenames` (names inside the subdir folder) in line with the bucket."""
     prefix = join_key(channel, subdir)
     names = sorted(set(filenames))
-    return run_transaction(
+    bootstrapped: list[bool] = []
+    report = run_transaction(
         store,
         prefix,
         subdir,
         options.lease,
-        lambda lease: _update_locked(store, prefix, subdir, names, options, lease),
+        lambda lease: _update_locked(store, prefix, subdir, names, options, lease, bootstrapped),
     )
+    if bootstrapped and subdir != "noarch" and report.error is None:
+        noarch = join_key(channel, "noarch")
+        if store.head(join_key(noarch, REPODATA_JSON)) is None:
+            # A new channel: clients need noarch/repodata.json even before any noarch package arrives.
+            index_subdir(store, channel, "noarch", options)
+    return report
 
 
 def _update_locked(
-    store: Store, prefix: str, subdir: str, names: list[str], options: IndexOptions, lease: Lease
+    store: Store,
+    prefix: str,
+    subdir: str,
+    names: list[str],
+    options: IndexOptions,
+    lease: Lease,
+    bootstrapped: list[bool],
 ) -> SubdirReport:
     previous, state_etag = load_state(store, prefix)
     if previous is None:
         # A subdir seen for the first time, or whose state was lost: one full index from a listing builds it.
+        bootstrapped.append(True)
         return index_subdir_locked(store, prefix, subdir, options, lease)
 
     outcomes: list[tuple[StoredObject, Outcome]] = []
