@@ -40,7 +40,7 @@ class HandlerSettings:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> HandlerSettings:
         bucket = environ.get(BUCKET_VARIABLE, "").strip() or None
-        if bucket is not None and not _BUCKET_NAME.match(bucket):
+        if bucket is not None and (not _BUCKET_NAME.match(bucket) or ".." in bucket):
             raise ConfigurationError(f"{BUCKET_VARIABLE}={bucket!r} is not a valid S3 bucket name")
         prefixes = environ.get(PREFIXES_VARIABLE)
         return cls(

@@ -27,7 +27,7 @@ from .publication import (
 from .repodata import parse_repodata
 from .reports import ChannelReport, Rejection, SubdirReport
 from .state import SubdirState
-from .store import NotFoundError, Store, StoredObject
+from .store import FatalStoreError, NotFoundError, Store, StoredObject, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,13 @@ def index_subdir(store: Store, channel: str, subdir: str, options: IndexOptions)
     """
     prefix = join_key(channel, subdir)
     started = time.monotonic()
-    survey = _survey(store, prefix, options)
+    try:
+        survey = _survey(store, prefix, options)
+    except FatalStoreError:
+        raise
+    except StoreError as error:
+        logger.error("could not index %s: %s", store.describe(prefix), error)
+        return SubdirReport(subdir, error=str(error), seconds=time.monotonic() - started)
     if options.dry_run or not survey.has_work(options):
         report = survey.planned_report(subdir)
         report.seconds = time.monotonic() - started

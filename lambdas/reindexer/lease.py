@@ -115,8 +115,9 @@ class Lease:
             try:
                 self._etag, self._expires_at = self._write(if_match=self._etag)
             except (PreconditionFailedError, NotFoundError):
-                self._lost = True
-                logger.warning("lost the lease %s to another indexer", self.store.describe(self.key))
+                if not self._reclaim():
+                    self._lost = True
+                    logger.warning("lost the lease %s to another indexer", self.store.describe(self.key))
 
     def release(self) -> None:
         with self._guard:
@@ -132,17 +133,24 @@ class Lease:
             logger.warning("could not release %s: %s", self.store.describe(self.key), error)
 
     def _try_acquire(self) -> bool:
-        try:
+        while True:
+            try:
+                with self._guard:
+                    self._etag, self._expires_at = self._write(if_none_match=True)
+                    self._lost = False
+                return True
+            except PreconditionFailedError:
+                pass
+            try:
+                data, current = self.store.read(self.key)
+                break
+            except NotFoundError:
+                continue  # released between our two requests: try to create it again at once
+        if self._owner_of(data) == self.owner:
+            # Our own write took effect but its answer was lost, and the retry met our lease.
             with self._guard:
-                self._etag, self._expires_at = self._write(if_none_match=True)
-                self._lost = False
+                self._etag, self._expires_at, self._lost = current, self._expiry_of(data), False
             return True
-        except PreconditionFailedError:
-            pass
-        try:
-            data, current = self.store.read(self.key)
-        except NotFoundError:
-            return False  # released meanwhile: try again at once on the next round
         if self._expiry_of(data) > self._clock():
             return False
         try:
@@ -173,6 +181,25 @@ class Lease:
                 self.renew()
             except TransientStoreError as error:
                 logger.warning("could not renew %s: %s", self.store.describe(self.key), error)
+
+    def _reclaim(self) -> bool:
+        """After a failed renewal: is the stored lease still ours (a write whose answer was lost)?"""
+        try:
+            data, current = self.store.read(self.key)
+        except NotFoundError:
+            return False
+        if self._owner_of(data) != self.owner:
+            return False
+        self._etag, self._expires_at = current, self._expiry_of(data)
+        return True
+
+    @staticmethod
+    def _owner_of(data: bytes) -> str | None:
+        try:
+            owner = json.loads(data)["owner"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return owner if isinstance(owner, str) else None
 
     @staticmethod
     def _expiry_of(data: bytes) -> float:

@@ -20,7 +20,7 @@ from .planner import listing_rejection
 from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
 from .reports import SubdirReport
 from .state import RejectedFile, SubdirState
-from .store import Store, StoredObject
+from .store import Store, StoredObject, TransientStoreError
 
 
 def update_subdir(
@@ -29,35 +29,25 @@ def update_subdir(
     """Bring the records of `filenames` (names inside the subdir folder) in line with the bucket."""
     prefix = join_key(channel, subdir)
     names = sorted(set(filenames))
-    bootstrapped: list[bool] = []
-    report = run_transaction(
+    return run_transaction(
         store,
         prefix,
         subdir,
         options.lease,
-        lambda lease: _update_locked(store, prefix, subdir, names, options, lease, bootstrapped),
+        lambda lease: _update_locked(store, channel, subdir, names, options, lease),
     )
-    if bootstrapped and subdir != "noarch" and report.error is None:
-        noarch = join_key(channel, "noarch")
-        if store.head(join_key(noarch, REPODATA_JSON)) is None:
-            # A new channel: clients need noarch/repodata.json even before any noarch package arrives.
-            index_subdir(store, channel, "noarch", options)
-    return report
 
 
 def _update_locked(
-    store: Store,
-    prefix: str,
-    subdir: str,
-    names: list[str],
-    options: IndexOptions,
-    lease: Lease,
-    bootstrapped: list[bool],
+    store: Store, channel: str, subdir: str, names: list[str], options: IndexOptions, lease: Lease
 ) -> SubdirReport:
+    prefix = join_key(channel, subdir)
     previous, state_etag = load_state(store, prefix)
     if previous is None:
         # A subdir seen for the first time, or whose state was lost: one full index from a listing builds it.
-        bootstrapped.append(True)
+        # A new channel also needs noarch/repodata.json; it is made first, so if that fails this subdir is
+        # not committed either and the redelivered event tries both again.
+        _ensure_noarch(store, channel, subdir, options)
         return index_subdir_locked(store, prefix, subdir, options, lease)
 
     outcomes: list[tuple[StoredObject, Outcome]] = []
@@ -97,3 +87,12 @@ def _update_locked(
         return report
     commit_state(store, prefix, state, state_etag, lease)
     return report
+
+
+def _ensure_noarch(store: Store, channel: str, subdir: str, options: IndexOptions) -> None:
+    """Publish the (possibly empty) noarch index of a channel that has none yet."""
+    if subdir == "noarch" or store.head(join_key(channel, "noarch", REPODATA_JSON)) is not None:
+        return
+    report = index_subdir(store, channel, "noarch", options)
+    if report.error is not None:
+        raise TransientStoreError(f"could not create the noarch index first: {report.error}")

@@ -66,7 +66,17 @@ def test_bad_number_raises_one_line_error_naming_the_variable(variable: str, val
 
 @pytest.mark.parametrize(
     "bucket",
-    ["My-Bucket", "my_bucket", "ab", "-bucket", "bucket-", "s3://my-bucket", "my-bucket/dev", "a" * 64],
+    [
+        "My-Bucket",
+        "my_bucket",
+        "ab",
+        "-bucket",
+        "bucket-",
+        "s3://my-bucket",
+        "my-bucket/dev",
+        "a" * 64,
+        "my..bucket",
+    ],
 )
 def test_invalid_bucket_name_raises_one_line_error_naming_the_variable(bucket: str) -> None:
     with pytest.raises(ConfigurationError) as raised:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from ..notifications import ObjectNotice, PackageLocation, locate, parse_event
 from ..reports import SubdirReport
-from ..store import FatalStoreError
+from ..store import StoreError
 from ..updater import update_subdir
 from .runtime import LambdaContext, TimeBudget, index_options, logger, metrics, settings, store_for, tracer
 
@@ -95,7 +95,7 @@ def _update(batch: SubdirBatch, budget: TimeBudget) -> set[str]:
         report = update_subdir(
             store_for(batch.bucket), batch.channel, batch.subdir, batch.filenames, index_options(budget)
         )
-    except FatalStoreError as error:
+    except StoreError as error:  # fatal ones (access denied, no bucket) too: the operator may fix them
         report = SubdirReport(batch.subdir, error=str(error))
     _observe(batch, report)
     if report.error:
