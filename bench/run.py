@@ -124,7 +124,18 @@ class Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    from bench import events  # it imports this module's pieces
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=f"{__doc__}\nThe event-path benchmark (bench.events) runs after it unless --only says.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only",
+        choices=("index", "events"),
+        help="run only the index benchmark or only the event-path benchmark (default: both)",
+    )
     parser.add_argument("--packages", type=_positive_int, default=2000, help="channel size (default 2000)")
     parser.add_argument(
         "--jobs",
@@ -132,8 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_JOBS,
         help=f"reindexer --jobs (default {DEFAULT_JOBS}); rattler-index keeps its own default",
     )
+    events.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.only in (None, "index"):
+        run_index(args)
+    if args.only is None:
+        print("\n" + "=" * 100 + "\n", flush=True)
+    if args.only in (None, "events"):
+        events.run(args)
+    return 0
 
+
+def run_index(args: argparse.Namespace) -> None:
+    """The index benchmark: reindexer and rattler-index, cold and no-op, on one generated channel."""
     with tempfile.TemporaryDirectory(prefix="index-bench-") as scratch:
         channel_dir = Path(scratch) / "channel"
         print(f"building {args.packages} packages with rattler-build ...", flush=True)
@@ -209,7 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(asdict(results), indent=2) + "\n")
     print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
-    return 0
 
 
 def run_child(command: Sequence[str], env: dict[str, str], timeout: float = CHILD_TIMEOUT) -> ChildRun:
