@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
+from bench.children import ChildRun, last_json_line, run_child, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -48,13 +49,10 @@ from bench.run import (
     RATTLER_SCRIPT,
     REGION,
     UPLOAD_THREADS,
-    ChildRun,
     _child_env,
     _client,
-    _parse_json,
     _positive_int,
     _reindexer_command,
-    run_child,
 )
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
@@ -157,30 +155,6 @@ result = {
 }
 with open(result_path, "w") as file:
     json.dump(result, file)
-"""
-
-# wait4 in this process would not give a child's own peak RSS: Linux carries the RSS high-water mark of
-# the process that spawns across (v)fork and exec, so every child would report at least this process's RSS
-# (moto holds the whole bucket contents here). A small launcher interpreter spawns the measured command
-# instead and reports what wait4 says of it; the figure then includes at most the launcher's ~10 MB.
-LAUNCHER_SCRIPT = """
-import json, os, subprocess, sys, threading, time
-command, stdout_path, stderr_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-timeout = float(sys.argv[4])
-with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    timer.cancel()
-print(json.dumps({
-    "exit_code": os.waitstatus_to_exitcode(status),
-    "seconds": seconds,
-    "cpu_seconds": usage.ru_utime + usage.ru_stime,
-    "peak_rss_mb": usage.ru_maxrss / 1024,
-}))
 """
 
 # Realistic ingredients for the synthetic records (the shapes conda-forge's linux-64 records have).
@@ -346,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
             for channel in (SMALL_CHANNEL, CHANNEL):
                 print(f"indexing s3://{REINDEXER_BUCKET}/{channel} with reindexer ...", flush=True)
                 child = run_child(_index_command(server.endpoint_url, channel), env)
-                report = _parse_json(child.stdout) or {}
+                report = last_json_line(child.stdout) or {}
                 setup[f"reindexer_index_{channel}"] = {
                     "seconds": round(child.seconds, 3),
                     "exit_code": child.exit_code,
@@ -843,34 +817,6 @@ def print_results(results: EventResults) -> None:
         print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
     failed = sum(not check.passed for check in results.checks)
     print(f"\n{'ALL TARGETS PASS' if not failed else f'{failed} TARGET(S) FAIL'}")
-
-
-def run_measured(command: Sequence[str], env: dict[str, str], timeout: float = CHILD_TIMEOUT) -> ChildRun:
-    """Run a command to completion through the launcher: its wall time and its own peak RSS (wait4)."""
-    with tempfile.TemporaryDirectory(prefix="events-child-") as folder:
-        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-        launcher = [sys.executable, "-c", LAUNCHER_SCRIPT, json.dumps(list(command)), str(out), str(err)]
-        launched = run_child([*launcher, str(timeout)], env, timeout=timeout + 60)
-        stdout = out.read_text(errors="replace") if out.exists() else ""
-        stderr = err.read_text(errors="replace") if err.exists() else ""
-        figures = _parse_json(launched.stdout)
-        if launched.exit_code != 0 or figures is None:
-            return ChildRun(
-                exit_code=launched.exit_code or -1,
-                seconds=launched.seconds,
-                cpu_seconds=launched.cpu_seconds,
-                peak_rss_mb=0.0,
-                stdout=stdout,
-                stderr=stderr + launched.stderr,
-            )
-        return ChildRun(
-            exit_code=int(figures["exit_code"]),
-            seconds=float(figures["seconds"]),
-            cpu_seconds=float(figures["cpu_seconds"]),
-            peak_rss_mb=float(figures["peak_rss_mb"]),
-            stdout=stdout,
-            stderr=stderr,
-        )
 
 
 def _index_command(endpoint_url: str, channel: str) -> list[str]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from bench.children import last_json_line, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -49,7 +48,6 @@ REINDEXER_BUCKET = "bench-reindexer"
 RATTLER_BUCKET = "bench-rattler"
 CHANNEL = "channel"
 REGION = "us-east-1"
-CHILD_TIMEOUT = 1800.0
 UPLOAD_THREADS = 16
 TABLE_KINDS = (LIST, GET_PACKAGE, GET_OTHER, HEAD_PACKAGE, HEAD_OTHER, PUT, DELETE, POST, OTHER, ERRORS)
 COMPARED_FIELDS = (
@@ -77,16 +75,6 @@ print("RATTLER-INDEX-DONE", flush=True)
 # returned: the tokio runtime of pyo3-async-runtimes racing interpreter finalization. The marker tells such
 # a crash from a failed run.
 RATTLER_DONE = "RATTLER-INDEX-DONE"
-
-
-@dataclass
-class ChildRun:
-    exit_code: int
-    seconds: float
-    cpu_seconds: float
-    peak_rss_mb: float
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -207,7 +195,7 @@ def run_index(args: argparse.Namespace) -> None:
             ):
                 print(f"running {tool} ({phase}) ...", flush=True)
                 server.counter.reset()
-                child = run_child(command, env)
+                child = run_measured(command, env)
                 result = PhaseResult(
                     tool=tool,
                     phase=phase,
@@ -221,7 +209,7 @@ def run_index(args: argparse.Namespace) -> None:
                     stderr_tail="\n".join(child.stderr.strip().splitlines()[-5:]),
                 )
                 if tool == "reindexer":
-                    result.tool_report = _parse_json(child.stdout)
+                    result.tool_report = last_json_line(child.stdout)
                 results.phases.append(result)
             server.counter.reset()
             results.comparison = compare_indexes(client, len(files))
@@ -231,42 +219,6 @@ def run_index(args: argparse.Namespace) -> None:
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(asdict(results), indent=2) + "\n")
     print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
-
-
-def run_child(command: Sequence[str], env: dict[str, str], timeout: float = CHILD_TIMEOUT) -> ChildRun:
-    """Run a command to completion; its wall time and its own peak RSS (from wait4, not RUSAGE_CHILDREN)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        reaped = threading.Event()
-        lock = threading.Lock()
-
-        def kill_if_running() -> None:
-            with lock:
-                if not reaped.is_set():
-                    process.kill()
-
-        timer = threading.Timer(timeout, kill_if_running)
-        timer.start()
-        try:
-            # wait4 rather than Popen.wait: it returns this child's own rusage, peak RSS included.
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            with lock:
-                reaped.set()
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        return ChildRun(
-            exit_code=process.returncode,
-            seconds=seconds,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
-            stdout=out.read().decode(errors="replace"),
-            stderr=err.read().decode(errors="replace"),
-        )
 
 
 def compare_indexes(client: S3Client, expected: int) -> dict[str, Any]:
@@ -475,14 +427,6 @@ def _child_env() -> dict[str, str]:
 def _reindexer_command() -> list[str]:
     script = Path(sys.executable).parent / "reindexer"
     return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer.cli"]
-
-
-def _parse_json(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _positive_int(text: str) -> int:
