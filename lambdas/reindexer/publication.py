@@ -30,7 +30,7 @@ from .lease import Lease, LeaseTerms
 from .package_fetch import Deferred, Failed, Gone, Outcome
 from .repodata import compress_repodata, render_repodata
 from .reports import Rejection, SubdirReport
-from .shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
+from .shards import groups_to_render, render_shard, render_shard_index, shard_digest, shard_path
 from .state import IndexedPackage, RejectedFile, SubdirState
 from .store import FatalStoreError, NotFoundError, PreconditionFailedError, Store, StoredObject, StoreError
 
@@ -169,16 +169,12 @@ def publish_outputs(
 ) -> None:
     """Write shards that are new, then the shard index, repodata.json.zst and repodata.json."""
     records = state.records()
-    groups = group_by_name(records)
-    previous_groups = group_by_name(previous.records())
+    digests, render = groups_to_render(
+        records, previous.records(), previous.shards, everything=rewrite_shards
+    )
     published = set(previous.shards.values())
-    digests: dict[str, str] = {}
     new_shards: dict[str, bytes] = {}
-    for name, group in groups.items():
-        known = previous.shards.get(name)
-        if known and not rewrite_shards and previous_groups.get(name) == group:
-            digests[name] = known
-            continue
+    for name, group in render.items():
         shard = render_shard(group)
         digests[name] = shard_digest(shard)
         if rewrite_shards or digests[name] not in published:

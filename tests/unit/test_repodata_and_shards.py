@@ -12,7 +12,14 @@ import pytest
 
 from reindexer.records import decode_record, encode_record
 from reindexer.repodata import compress_repodata, parse_repodata, render_repodata
-from reindexer.shards import group_by_name, render_shard, render_shard_index, shard_digest, shard_path
+from reindexer.shards import (
+    group_by_name,
+    groups_to_render,
+    render_shard,
+    render_shard_index,
+    shard_digest,
+    shard_path,
+)
 from tests.unit.helpers import zstd_decompress
 
 CREATED_AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -224,3 +231,56 @@ def test_render_shard_index_of_an_empty_subdir_has_no_shards():
     index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, CREATED_AT)), raw=False)
 
     assert index["shards"] == {}
+
+
+# --- regrouping only what changed ---------------------------------------------------------------------
+
+BASE = {
+    "foo-1.0-h0_0.conda": '{"name":"foo","v":1}',
+    "foo-2.0-h0_0.conda": '{"name":"foo","v":2}',
+    "foo-bar-1.0-h0_0.conda": '{"name":"foo-bar","v":1}',
+    "baz-1.0-h0_0.tar.bz2": '{"name":"baz","v":1}',
+}
+BASE_DIGESTS = {"foo": "d-foo", "foo-bar": "d-foo-bar", "baz": "d-baz"}
+
+
+def test_groups_to_render_keeps_every_digest_when_nothing_changed():
+    kept, render = groups_to_render(BASE, BASE, BASE_DIGESTS)
+
+    assert kept == BASE_DIGESTS
+    assert render == {}
+
+
+def test_groups_to_render_regroups_a_changed_name_whole_and_not_a_name_sharing_its_prefix():
+    records = {**BASE, "foo-3.0-h0_0.conda": '{"name":"foo","v":3}'}
+
+    kept, render = groups_to_render(records, BASE, BASE_DIGESTS)
+
+    assert kept == {"foo-bar": "d-foo-bar", "baz": "d-baz"}
+    assert render == {"foo": {f: t for f, t in records.items() if f.startswith("foo-") and "bar" not in f}}
+
+
+def test_groups_to_render_drops_a_name_whose_last_file_is_gone():
+    records = {f: t for f, t in BASE.items() if not f.startswith("baz-")}
+
+    kept, render = groups_to_render(records, BASE, BASE_DIGESTS)
+
+    assert kept == {"foo": "d-foo", "foo-bar": "d-foo-bar"}
+    assert render == {}
+
+
+def test_groups_to_render_many_changes_give_the_same_groups_as_a_full_regroup():
+    records = {f"pkg{i}-1.0-h0_0.conda": f'{{"name":"pkg{i}"}}' for i in range(100)}
+
+    kept, render = groups_to_render(records, BASE, BASE_DIGESTS)
+
+    assert kept == {}
+    assert render == group_by_name(records)
+
+
+@pytest.mark.parametrize("previous_digests", [{}, BASE_DIGESTS])
+def test_groups_to_render_everything_or_no_previous_digests_renders_every_group(previous_digests):
+    kept, render = groups_to_render(BASE, BASE, previous_digests, everything=bool(previous_digests))
+
+    assert kept == {}
+    assert render == group_by_name(BASE)
