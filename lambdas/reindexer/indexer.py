@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .layout import KNOWN_SUBDIRS, OUR_OUTPUT_FILES, REPODATA_JSON, STATE_FILE, join_key, package_extension
 from .lease import Lease, LeaseTerms
@@ -117,13 +117,8 @@ def _index_surveyed(
 ) -> SubdirReport:
     previous, plan = survey.previous, survey.plan
     report = SubdirReport(subdir, removed=list(plan.removed), unchanged=len(plan.keep))
-    state = SubdirState(
-        packages=dict(plan.keep),
-        rejected=dict(plan.rejected),
-        outputs=dict(previous.outputs),
-        shards=dict(previous.shards),
-        settings=previous.settings,
-    )
+    # The outputs, shard digests and settings carry over until publish_outputs replaces them.
+    state = replace(previous, packages=dict(plan.keep), rejected=dict(plan.rejected))
     outcomes = read_packages(
         store, subdir, plan.read, jobs=options.jobs, progress=options.progress, deadline=options.deadline
     )

@@ -11,6 +11,7 @@ three outputs, state PUT, lease DELETE.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from .indexer import IndexOptions, index_subdir, index_subdir_locked
 from .layout import REPODATA_JSON, join_key
@@ -19,7 +20,7 @@ from .package_fetch import Gone, Outcome, read_packages
 from .planner import listing_rejection
 from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
 from .reports import SubdirReport
-from .state import RejectedFile, SubdirState
+from .state import RejectedFile
 from .store import Store, StoredObject, TransientStoreError
 
 
@@ -70,13 +71,7 @@ def _update_locked(
             to_read.append(current)
     outcomes += read_packages(store, subdir, to_read, jobs=options.jobs, deadline=options.deadline)
 
-    state = SubdirState(
-        packages=dict(previous.packages),
-        rejected=dict(previous.rejected),
-        outputs=dict(previous.outputs),
-        shards=dict(previous.shards),
-        settings=previous.settings,
-    )
+    state = replace(previous, packages=dict(previous.packages), rejected=dict(previous.rejected))
     report = SubdirReport(subdir)
     fold_outcomes(store, prefix, state, previous, outcomes, report)
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
