@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("reindexer: interrupted; the index was left as it was before this run", file=sys.stderr)
         return 130
     if args.json:
+        _log_problems(report)
         print(json.dumps(report.to_dict()))
     else:
         print_report(report)
@@ -166,6 +167,19 @@ def print_report(report: ChannelReport) -> None:
         print(f"  rejected {rejection.file}: {rejection.reason}")
     requests = ", ".join(f"{kind} {count}" for kind, count in sorted(report.requests.items()))
     print(f"{sum(report.requests.values())} requests ({requests or 'none'}) in {report.seconds:.2f} s")
+
+
+def _log_problems(report: ChannelReport) -> None:
+    """With --json on stdout, stderr carries one line per refused or unreadable file."""
+    for rejection in report.rejected:
+        logger.warning("rejected %s: %s", rejection.file, rejection.reason)
+    for name, subdir in sorted(report.subdirs.items()):
+        for rejection in subdir.rejected:
+            logger.warning("rejected %s/%s: %s", name, rejection.file, rejection.reason)
+        for failure in subdir.failed:
+            logger.warning("could not read %s/%s (retried next run): %s", name, failure.file, failure.reason)
+        if subdir.error:
+            logger.error("could not index %s: %s", name, subdir.error)
 
 
 @contextmanager

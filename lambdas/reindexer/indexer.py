@@ -87,7 +87,6 @@ def index_subdir(store: Store, channel: str, subdir: str, options: IndexOptions)
     except FatalStoreError:
         raise
     except StoreError as error:
-        logger.error("could not index %s: %s", store.describe(prefix), error)
         return SubdirReport(subdir, error=str(error), seconds=time.monotonic() - started)
     if options.dry_run or not survey.has_work(options):
         report = survey.planned_report(subdir)
@@ -122,7 +121,7 @@ def _index_surveyed(
     outcomes = read_packages(
         store, subdir, plan.read, jobs=options.jobs, progress=options.progress, deadline=options.deadline
     )
-    fold_outcomes(store, prefix, state, previous, outcomes, report)
+    fold_outcomes(state, previous, outcomes, report)
     if state.packages != previous.packages or not survey.outputs_current(options) or options.force:
         publish_outputs(
             store,
@@ -218,5 +217,4 @@ def _packages_outside_subdirs(
     for obj, reason in misplaced:
         if package_extension(obj.name) is not None:
             rejections.append(Rejection(obj.key.removeprefix(f"{channel}/") if channel else obj.key, reason))
-            logger.warning("rejected %s: %s", store.describe(obj.key), reason)
     return rejections

@@ -95,8 +95,6 @@ def run_transaction(
             report = SubdirReport(subdir, attempts=attempt, error=str(error))
             break
     report.seconds = time.monotonic() - started
-    if report.error:
-        logger.error("could not index %s: %s", store.describe(prefix), report.error)
     return report
 
 
@@ -115,14 +113,15 @@ def load_state(store: Store, prefix: str) -> tuple[SubdirState | None, str | Non
 
 
 def fold_outcomes(
-    store: Store,
-    prefix: str,
     state: SubdirState,
     previous: SubdirState,
     outcomes: list[tuple[StoredObject, Outcome]],
     report: SubdirReport,
 ) -> None:
-    """Apply what reading packages gave to the state the run will commit, and count it in the report."""
+    """Apply what reading packages gave to the state the run will commit, and count it in the report.
+
+    Per-file lines are the caller's to print (the CLI's summary, the handlers' one line per subdir).
+    """
     for obj, outcome in outcomes:
         name = obj.name
         if isinstance(outcome, IndexedPackage):
@@ -145,15 +144,11 @@ def fold_outcomes(
                 state.packages.setdefault(name, previous.packages[name])
             if isinstance(outcome, Failed):
                 report.failed.append(Rejection(name, outcome.reason))
-                logger.warning("could not read %s (will retry): %s", store.describe(obj.key), outcome.reason)
             else:
                 report.deferred.append(name)
     for names in (report.added, report.updated, report.removed, report.deferred):
         names.sort()
-    for name, rejected in sorted(state.rejected.items()):
-        report.rejected.append(Rejection(name, rejected.reason))
-        if previous.rejected.get(name) != rejected:
-            logger.warning("rejected %s: %s", store.describe(join_key(prefix, name)), rejected.reason)
+    report.rejected = [Rejection(name, rejected.reason) for name, rejected in sorted(state.rejected.items())]
 
 
 def publish_outputs(

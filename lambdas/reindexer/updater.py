@@ -73,7 +73,7 @@ def _update_locked(
 
     state = replace(previous, packages=dict(previous.packages), rejected=dict(previous.rejected))
     report = SubdirReport(subdir)
-    fold_outcomes(store, prefix, state, previous, outcomes, report)
+    fold_outcomes(state, previous, outcomes, report)
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
     if state.packages != previous.packages:
         publish_outputs(store, prefix, subdir, state, previous, options.settings, jobs=options.jobs)

@@ -59,6 +59,21 @@ def test_rejected_files_are_listed_in_the_summary(channel, capsys):
     assert "    rejected broken-1.0-h0_0.conda: not a valid .conda (zip) archive" in out
 
 
+def test_json_mode_logs_one_line_per_rejected_file_and_keeps_stdout_machine_readable(channel, capsys, caplog):
+    (channel / "linux-64" / "broken-1.0-h0_0.conda").write_bytes(b"garbage")
+
+    code = main(["index", str(channel), "--json"])
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["subdirs"]["linux-64"]["rejected"][0]["file"] == "broken-1.0-h0_0.conda"
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert [line for line in warnings if "broken" in line] == [
+        "rejected linux-64/broken-1.0-h0_0.conda: not a valid .conda (zip) archive: File is not a zip file"
+    ]
+
+
 def test_json_prints_exactly_one_json_object(channel, capsys):
     code = main(["index", str(channel), "--json"])
 
