@@ -1,0 +1,368 @@
+"""CondaChannel: a self-indexing conda channel bucket — bucket, notifications, queue, both indexer functions,
+least-privilege policies for publishers and operators, alarms. Reusable inside any CDK app."""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.settings import ChannelSettings, FunctionSettings
+
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+EVENT_HANDLER = "reindexer.handlers.package_events.handler"
+REINDEX_HANDLER = "reindexer.handlers.full_reindex.handler"
+# SQS must keep a message invisible for longer than the function may run (AWS recommends 6x).
+VISIBILITY_TIMEOUT_FACTOR = 6
+MAX_RECEIVE_COUNT = 5
+BATCH_SIZE = 100
+BATCHING_WINDOW_SECONDS = 5
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# The indexer's own objects inside each subdir folder.
+OUTPUT_KEYS = (
+    "repodata.json",
+    "repodata.json.zst",
+    "repodata_shards.msgpack.zst",
+    "shards/*",
+    ".reindexer/*",
+)
+
+
+class CondaChannel(Construct):
+    """The whole deployment of one channel bucket; `settings` come validated from ChannelSettings."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: ChannelSettings, code: lambda_.Code
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.settings = settings
+        self.bucket = self._bucket()
+        self.dead_letters = sqs.Queue(
+            self,
+            "PackageEventsDeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "PackageEvents",
+            # S3 can publish to SQS-managed encryption, not to the aws/sqs KMS key.
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=cdk.Duration.seconds(
+                VISIBILITY_TIMEOUT_FACTOR * settings.event_function.timeout_seconds
+            ),
+            retention_period=cdk.Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letters, max_receive_count=MAX_RECEIVE_COUNT
+            ),
+        )
+        self._notify_package_changes()
+
+        self.event_function = self._function(
+            "PackageEventsFunction",
+            EVENT_HANDLER,
+            settings.event_function,
+            code,
+            "Indexes uploaded and deleted packages",
+        )
+        self.event_function.add_event_source(
+            event_sources.SqsEventSource(
+                self.queue,
+                batch_size=BATCH_SIZE,
+                max_batching_window=cdk.Duration.seconds(BATCHING_WINDOW_SECONDS),
+                report_batch_item_failures=True,
+            )
+        )
+        self.reindex_function = self._function(
+            "FullReindexFunction",
+            REINDEX_HANDLER,
+            settings.reindex_function,
+            code,
+            "Full reindex of a channel",
+        )
+        for function in (self.event_function, self.reindex_function):
+            self._grant_indexing(function)
+
+        self.publisher_policy = self._publisher_policy()
+        self.operator_policy = self._operator_policy()
+        self.alarm_topic = self._alarms()
+        self._outputs()
+
+    # --- storage ---------------------------------------------------------------------------------------
+
+    def _bucket(self) -> s3.IBucket:
+        settings = self.settings
+        if settings.existing_bucket:
+            return s3.Bucket.from_bucket_name(self, "ChannelBucket", settings.existing_bucket)
+        public = settings.public
+        bucket = s3.Bucket(
+            self,
+            "ChannelBucket",
+            bucket_name=settings.bucket_name,
+            versioned=True,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            block_public_access=s3.BlockPublicAccess(
+                block_public_acls=True,
+                ignore_public_acls=True,
+                block_public_policy=not public,
+                restrict_public_buckets=not public,
+            ),
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="AbortIncompleteUploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)
+                ),
+                s3.LifecycleRule(
+                    id="ExpireOldVersions",
+                    noncurrent_version_expiration=cdk.Duration.days(settings.noncurrent_version_days),
+                    expired_object_delete_marker=True,
+                ),
+            ],
+            removal_policy=cdk.RemovalPolicy.RETAIN
+            if settings.removal_policy == "retain"
+            else cdk.RemovalPolicy.DESTROY,
+        )
+        if public:
+            # Exactly what pixi's documentation shows for a public channel: read objects, list the bucket.
+            bucket.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="PublicReadChannel",
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects("*")],
+                )
+            )
+            bucket.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="PublicListChannel",
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                )
+            )
+        return bucket
+
+    def _channel_prefixes(self) -> tuple[str, ...]:
+        return self.settings.channel_prefixes or ("",)
+
+    def _notify_package_changes(self) -> None:
+        """Created and removed packages only: the indexer's own writes never match these filters.
+
+        ObjectRemoved:* includes DeleteMarkerCreated, which is what a delete on a versioned bucket makes.
+        """
+        destination = s3n.SqsDestination(self.queue)
+        for prefix in self._channel_prefixes():
+            for suffix in PACKAGE_SUFFIXES:
+                key_filter = s3.NotificationKeyFilter(prefix=f"{prefix}/" if prefix else None, suffix=suffix)
+                for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+                    self.bucket.add_event_notification(event, destination, key_filter)
+
+    # --- functions -------------------------------------------------------------------------------------
+
+    def _function(
+        self, construct_id: str, handler: str, sizing: FunctionSettings, code: lambda_.Code, description: str
+    ) -> lambda_.Function:
+        environment = {
+            "CHANNEL_BUCKET": self.bucket.bucket_name,
+            "REPODATA_MAX_AGE": str(self.settings.repodata_max_age),
+            "POWERTOOLS_SERVICE_NAME": "reindexer",
+            "POWERTOOLS_METRICS_NAMESPACE": "Reindexer",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+        if self.settings.channel_prefixes:
+            environment["CHANNEL_PREFIXES"] = ",".join(self.settings.channel_prefixes)
+        log_group = logs.LogGroup(self, f"{construct_id}Logs", retention=LOG_RETENTION)
+        return lambda_.Function(
+            self,
+            construct_id,
+            description=description,
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=handler,
+            code=code,
+            memory_size=sizing.memory_mb,
+            timeout=cdk.Duration.seconds(sizing.timeout_seconds),
+            environment=environment,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+        )
+
+    def _grant_indexing(self, function: lambda_.Function) -> None:
+        """Read everything in the channels, write only the indexer's own keys, delete only its lease."""
+        bucket = self.bucket
+        objects = [bucket.arn_for_objects(_join(prefix, "*")) for prefix in self._channel_prefixes()]
+        outputs = [
+            bucket.arn_for_objects(_join(prefix, "*", key))
+            for prefix in self._channel_prefixes()
+            for key in OUTPUT_KEYS
+        ]
+        leases = [
+            bucket.arn_for_objects(_join(prefix, "*", ".reindexer/lease.json"))
+            for prefix in self._channel_prefixes()
+        ]
+        statements = [
+            # ListBucket also makes S3 answer 404 rather than 403 for a missing state or lease.
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]),
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=objects),
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=outputs),
+            iam.PolicyStatement(actions=["s3:DeleteObject"], resources=leases),
+        ]
+        for statement in statements:
+            function.add_to_role_policy(statement)
+
+    # --- people ----------------------------------------------------------------------------------------
+
+    def _publisher_policy(self) -> iam.ManagedPolicy:
+        """Packagers may upload package files into the channels, and nothing else."""
+        packages = [
+            self.bucket.arn_for_objects(_join(prefix, "*", f"*{suffix}"))
+            for prefix in self._channel_prefixes()
+            for suffix in PACKAGE_SUFFIXES
+        ]
+        return iam.ManagedPolicy(
+            self,
+            "PublisherPolicy",
+            description="Upload .conda and .tar.bz2 packages into the channel (no access to the index)",
+            statements=[
+                iam.PolicyStatement(
+                    sid="UploadPackages",
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=packages,
+                )
+            ],
+        )
+
+    def _operator_policy(self) -> iam.ManagedPolicy:
+        """Operators may start a full reindex and move dead letters back to the queue."""
+        return iam.ManagedPolicy(
+            self,
+            "OperatorPolicy",
+            description="Start a full reindex of the channel and redrive failed package events",
+            statements=[
+                iam.PolicyStatement(
+                    sid="StartFullReindex",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.reindex_function.function_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="RedriveFailedEvents",
+                    actions=[
+                        "sqs:StartMessageMoveTask",
+                        "sqs:ListMessageMoveTasks",
+                        "sqs:CancelMessageMoveTask",
+                        "sqs:ReceiveMessage",
+                        "sqs:DeleteMessage",
+                        "sqs:GetQueueAttributes",
+                    ],
+                    resources=[self.dead_letters.queue_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="RedriveDestination",
+                    actions=["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                    resources=[self.queue.queue_arn],
+                ),
+            ],
+        )
+
+    # --- operations ------------------------------------------------------------------------------------
+
+    def _alarms(self) -> sns.Topic:
+        topic = sns.Topic(self, "Alarms", display_name="conda channel indexer alarms", enforce_ssl=True)
+        if self.settings.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(self.settings.alarm_email))
+        action = cloudwatch_actions.SnsAction(topic)
+        alarms = [
+            cloudwatch.Alarm(
+                self,
+                "DeadLettersAlarm",
+                alarm_description="Package events failed repeatedly and wait in the dead-letter queue",
+                metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                    period=cdk.Duration.minutes(5)
+                ),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        ]
+        for name, function in (
+            ("PackageEvents", self.event_function),
+            ("FullReindex", self.reindex_function),
+        ):
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    f"{name}ErrorsAlarm",
+                    alarm_description=f"The {name} function failed",
+                    metric=function.metric_errors(period=cdk.Duration.minutes(5)),
+                    threshold=1,
+                    evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+        for alarm in alarms:
+            alarm.add_alarm_action(action)
+        return topic
+
+    def _outputs(self) -> None:
+        bucket = self.bucket.bucket_name
+        cdk.CfnOutput(self, "BucketName", value=bucket, description="The channel bucket")
+        first = self._channel_prefixes()[0]
+        cdk.CfnOutput(
+            self,
+            "ChannelUrls",
+            value=" ".join(f"s3://{_join(bucket, prefix)}" for prefix in self._channel_prefixes()),
+            description="Channel URLs for pixi and rattler (AWS credentials needed)",
+        )
+        if self.settings.public:
+            region = cdk.Stack.of(self).region
+            cdk.CfnOutput(
+                self,
+                "PublicChannelUrls",
+                value=" ".join(
+                    f"https://{bucket}.s3.{region}.amazonaws.com/{prefix}".rstrip("/")
+                    for prefix in self._channel_prefixes()
+                ),
+                description="Public https channel URLs (no credentials needed)",
+            )
+        function = self.reindex_function.function_name
+        payload = json.dumps({"channel": first})
+        cdk.CfnOutput(
+            self, "FullReindexFunctionName", value=function, description="Start it from the console"
+        )
+        cdk.CfnOutput(
+            self,
+            "FullReindexCommand",
+            value=cdk.Fn.join(
+                "",
+                [
+                    "aws lambda invoke --function-name ",
+                    function,
+                    f" --cli-binary-format raw-in-base64-out --payload '{payload}' result.json",
+                ],
+            ),
+            description="Start a full reindex from a shell",
+        )
+        cdk.CfnOutput(self, "PublisherPolicyArn", value=self.publisher_policy.managed_policy_arn)
+        cdk.CfnOutput(self, "OperatorPolicyArn", value=self.operator_policy.managed_policy_arn)
+        cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letters.queue_url)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)

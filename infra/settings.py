@@ -1,0 +1,140 @@
+"""Deployment settings from CDK context (cdk.json or `-c key=value`), validated at synth with one error."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ACCESS_MODES = ("private", "public")
+REMOVAL_POLICIES = ("retain", "destroy")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()\-]+(/[A-Za-z0-9!_.*'()\-]+)*$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class SettingsError(ValueError):
+    """A context value is missing or wrong; the message names the key and what is expected."""
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    memory_mb: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Everything a deployment can choose. Keys in cdk.json context have the same names."""
+
+    bucket_name: str | None = None
+    existing_bucket: str | None = None
+    access: str = "private"
+    channel_prefixes: tuple[str, ...] = ()
+    removal_policy: str = "retain"
+    noncurrent_version_days: int = 30
+    repodata_max_age: int = 60
+    alarm_email: str | None = None
+    event_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(512, 60))
+    reindex_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(2048, 900))
+
+    @property
+    def public(self) -> bool:
+        return self.access == "public"
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> ChannelSettings:
+        """Read and check every setting; unknown-but-similar keys are not guessed at."""
+        bucket_name = _optional_text(context, "bucket_name")
+        existing_bucket = _optional_text(context, "existing_bucket")
+        for key, name in (("bucket_name", bucket_name), ("existing_bucket", existing_bucket)):
+            if name is not None and (not _BUCKET_NAME.match(name) or ".." in name):
+                raise SettingsError(f"{key}={name!r} is not a valid S3 bucket name")
+        if bucket_name and existing_bucket:
+            raise SettingsError("set either bucket_name (a new bucket) or existing_bucket, not both")
+        access = _choice(context, "access", ACCESS_MODES, "private")
+        removal_policy = _choice(context, "removal_policy", REMOVAL_POLICIES, "retain")
+        return cls(
+            bucket_name=bucket_name,
+            existing_bucket=existing_bucket,
+            access=access,
+            channel_prefixes=_prefixes(context.get("channel_prefixes")),
+            removal_policy=removal_policy,
+            noncurrent_version_days=_number(context, "noncurrent_version_days", 30, 1, 3650),
+            repodata_max_age=_number(context, "repodata_max_age", 60, 0, 31536000),
+            alarm_email=_email(context),
+            event_function=FunctionSettings(
+                _number(context, "event_function_memory", 512, 128, 10240),
+                _number(context, "event_function_timeout", 60, 10, 900),
+            ),
+            reindex_function=FunctionSettings(
+                _number(context, "reindex_function_memory", 2048, 128, 10240),
+                _number(context, "reindex_function_timeout", 900, 60, 900),
+            ),
+        )
+
+
+def _optional_text(context: Mapping[str, Any], key: str) -> str | None:
+    value = context.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SettingsError(f"{key} must be text, not {value!r}")
+    return value.strip()
+
+
+def _choice(context: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _optional_text(context, key) or default
+    if value not in allowed:
+        raise SettingsError(f"{key}={value!r} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def _number(context: Mapping[str, Any], key: str, default: int, lowest: int, highest: int) -> int:
+    value = context.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise SettingsError(f"{key}={value!r} must be a whole number") from None
+    if not lowest <= number <= highest:
+        raise SettingsError(f"{key}={number} must be between {lowest} and {highest}")
+    return number
+
+
+def _prefixes(value: Any) -> tuple[str, ...]:
+    """Channel prefixes from a JSON list or comma-separated text; none means the whole bucket."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+        except ValueError:
+            raise SettingsError(
+                f"channel_prefixes={value!r} is neither a JSON list nor comma-separated"
+            ) from None
+    else:
+        items = value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise SettingsError(f"channel_prefixes must be a list of prefixes, not {value!r}")
+    prefixes = tuple(sorted({item.strip().strip("/") for item in items if item.strip().strip("/")}))
+    for prefix in prefixes:
+        if not _PREFIX.match(prefix):
+            raise SettingsError(f"channel_prefixes: {prefix!r} is not a valid key prefix")
+    for prefix in prefixes:
+        for other in prefixes:
+            if other != prefix and other.startswith(prefix + "/"):
+                # S3 refuses overlapping notification filters for one event type.
+                raise SettingsError(f"channel_prefixes: {other!r} is nested in {prefix!r}")
+    return prefixes
+
+
+def _email(context: Mapping[str, Any]) -> str | None:
+    email = _optional_text(context, "alarm_email")
+    if email is not None and not _EMAIL.match(email):
+        raise SettingsError(f"alarm_email={email!r} is not an e-mail address")
+    return email
