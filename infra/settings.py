@@ -15,6 +15,22 @@ _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()\-]+(/[A-Za-z0-9!_.*'()\-]+)*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+CONTEXT_KEYS = (
+    "bucket_name",
+    "existing_bucket",
+    "access",
+    "channel_prefixes",
+    "removal_policy",
+    "noncurrent_version_days",
+    "repodata_max_age",
+    "alarm_email",
+    "event_function_memory",
+    "event_function_timeout",
+    "reindex_function_memory",
+    "reindex_function_timeout",
+)
+
+
 class SettingsError(ValueError):
     """A context value is missing or wrong; the message names the key and what is expected."""
 

@@ -1,0 +1,347 @@
+"""The deployed channel's properties, checked on synthesized templates in both access modes."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk.assertions import Template
+
+from infra.channel_stack import ChannelStack
+from infra.conda_channel import EVENT_HANDLER, REINDEX_HANDLER
+from infra.settings import ChannelSettings, SettingsError
+from reindexer.config import BUCKET_VARIABLE, MAX_AGE_VARIABLE, PREFIXES_VARIABLE
+
+PUBLIC = {"access": "public", "channel_prefixes": "dev,prod", "alarm_email": "ops@example.com"}
+PRIVATE = {"access": "private", "event_function_timeout": "120", "noncurrent_version_days": "10"}
+
+
+@cache
+def template(mode: str) -> dict[str, Any]:
+    context = PUBLIC if mode == "public" else PRIVATE
+    app = cdk.App()
+    stack = ChannelStack(
+        app, f"Test{mode}", settings=ChannelSettings.from_context(context), code=lambda_.Code.from_inline("#")
+    )
+    return dict(Template.from_stack(stack).to_json())
+
+
+def resources(mode: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template(mode)["Resources"].items() if r["Type"] == kind}
+
+
+def only(mode: str, kind: str) -> dict[str, Any]:
+    (resource,) = resources(mode, kind).values()
+    return resource
+
+
+def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(resource["Properties"]["PolicyDocument"]["Statement"])
+
+
+def function(mode: str, handler: str) -> dict[str, Any]:
+    (found,) = [
+        f for f in resources(mode, "AWS::Lambda::Function").values() if f["Properties"]["Handler"] == handler
+    ]
+    return found
+
+
+def role_statements(mode: str, handler: str) -> list[dict[str, Any]]:
+    role = function(mode, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
+    policies = [
+        p for p in resources(mode, "AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+    ]
+    return [statement for policy in policies for statement in statements(policy)]
+
+
+def flat(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+# --- bucket --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_bucket_is_versioned_encrypted_owner_enforced_and_cleans_up_old_versions(mode):
+    properties = only(mode, "AWS::S3::Bucket")["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"
+    ] == {"SSEAlgorithm": "AES256"}
+    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    rules = {rule["Id"]: rule for rule in properties["LifecycleConfiguration"]["Rules"]}
+    assert rules["AbortIncompleteUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    days = 10 if mode == "private" else 30
+    assert rules["ExpireOldVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": days}
+
+
+def test_private_bucket_blocks_all_public_access_and_grants_nothing_anonymous():
+    properties = only("private", "AWS::S3::Bucket")["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    allowed = [s for s in statements(only("private", "AWS::S3::BucketPolicy")) if s["Effect"] == "Allow"]
+    assert allowed == []
+
+
+def test_public_bucket_lets_anyone_get_objects_and_list_and_nothing_else():
+    properties = only("public", "AWS::S3::Bucket")["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": False,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": False,
+    }
+    allowed = [s for s in statements(only("public", "AWS::S3::BucketPolicy")) if s["Effect"] == "Allow"]
+    assert sorted((s["Principal"], s["Action"]) for s in allowed) == [
+        ({"AWS": "*"}, "s3:GetObject"),
+        ({"AWS": "*"}, "s3:ListBucket"),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_bucket_denies_every_request_without_tls(mode):
+    denies = [s for s in statements(only(mode, "AWS::S3::BucketPolicy")) if s["Effect"] == "Deny"]
+    assert any(
+        s["Action"] == "s3:*" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies
+    )
+
+
+def test_existing_bucket_is_indexed_without_creating_a_bucket():
+    app = cdk.App()
+    settings = ChannelSettings.from_context({"existing_bucket": "team-conda"})
+    stack = ChannelStack(app, "Existing", settings=settings, code=lambda_.Code.from_inline("#"))
+    synthesized = Template.from_stack(stack)
+
+    synthesized.resource_count_is("AWS::S3::Bucket", 0)
+    synthesized.has_resource_properties("Custom::S3BucketNotifications", {"BucketName": "team-conda"})
+
+
+# --- events --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_created_and_removed_packages_of_every_channel_are_sent_to_the_queue(mode):
+    configuration = only(mode, "Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
+    queue = next(
+        iter(k for k, q in resources(mode, "AWS::SQS::Queue").items() if "RedrivePolicy" in q["Properties"])
+    )
+    prefixes = ["dev/", "prod/"] if mode == "public" else [None]
+    expected = sorted(
+        (event, prefix, suffix)
+        for event in ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+        for prefix in prefixes
+        for suffix in (".conda", ".tar.bz2")
+    )
+    seen = []
+    for entry in configuration["QueueConfigurations"]:
+        assert entry["QueueArn"] == {"Fn::GetAtt": [queue, "Arn"]}
+        rules = {rule["Name"]: rule["Value"] for rule in entry["Filter"]["Key"]["FilterRules"]}
+        seen.append((entry["Events"][0], rules.get("prefix"), rules["suffix"]))
+    assert sorted(seen, key=str) == sorted(expected, key=str)
+    assert "LambdaFunctionConfigurations" not in configuration
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_queue_is_encrypted_outlasts_six_function_timeouts_and_dead_letters_after_five_tries(mode):
+    queues = resources(mode, "AWS::SQS::Queue")
+    (main_name,) = [k for k, q in queues.items() if "RedrivePolicy" in q["Properties"]]
+    (dead_name,) = [k for k in queues if k != main_name]
+    main = queues[main_name]["Properties"]
+    timeout = 120 if mode == "private" else 60
+    assert main["VisibilityTimeout"] == 6 * timeout
+    assert main["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dead_name, "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    for properties in (main, queues[dead_name]["Properties"]):
+        assert properties["SqsManagedSseEnabled"] is True
+    tls = [
+        s
+        for p in resources(mode, "AWS::SQS::QueuePolicy").values()
+        for s in statements(p)
+        if s["Effect"] == "Deny"
+    ]
+    assert len(tls) >= 2 and all(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in tls)
+
+
+def test_package_events_reach_the_function_in_batches_with_partial_failures():
+    mapping = only("private", "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] == 5
+    assert mapping["BatchSize"] == 100
+
+
+# --- functions -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+@pytest.mark.parametrize(("handler", "memory"), [(EVENT_HANDLER, 512), (REINDEX_HANDLER, 2048)])
+def test_functions_run_python_3_13_on_arm64_with_tracing(mode, handler, memory):
+    properties = function(mode, handler)["Properties"]
+    assert properties["Runtime"] == "python3.13"
+    assert properties["Architectures"] == ["arm64"]
+    assert properties["MemorySize"] == memory
+    assert properties["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_function_timeouts_come_from_the_settings():
+    assert function("private", EVENT_HANDLER)["Properties"]["Timeout"] == 120
+    assert function("private", REINDEX_HANDLER)["Properties"]["Timeout"] == 900
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_each_function_environment_holds_every_variable_its_handler_reads(mode, handler):
+    environment = function(mode, handler)["Properties"]["Environment"]["Variables"]
+    bucket = next(iter(resources(mode, "AWS::S3::Bucket")))
+    assert environment[BUCKET_VARIABLE] == {"Ref": bucket}
+    assert environment[MAX_AGE_VARIABLE] == "60"
+    if mode == "public":
+        assert environment[PREFIXES_VARIABLE] == "dev,prod"
+    else:
+        assert PREFIXES_VARIABLE not in environment
+    assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "Reindexer"
+
+
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease(handler):
+    granted = role_statements("public", handler)
+    puts = [r for s in granted if s["Action"] == "s3:PutObject" for r in s["Resource"]]
+    deletes = [r for s in granted if s["Action"] == "s3:DeleteObject" for r in s["Resource"]]
+    own = (
+        "/repodata.json",
+        "/repodata.json.zst",
+        "/repodata_shards.msgpack.zst",
+        "/shards/*",
+        "/.reindexer/*",
+    )
+    assert puts and all(flat(r).rstrip('"]}').endswith(own) for r in puts)
+    assert not any(".conda" in flat(r) or ".tar.bz2" in flat(r) for r in puts)
+    assert deletes and all(flat(r).rstrip('"]}').endswith("/.reindexer/lease.json") for r in deletes)
+    assert not any(s["Action"] in ("s3:*", "*") for s in granted)
+
+
+def test_log_groups_keep_logs_for_a_month():
+    for group in resources("private", "AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] == 30
+
+
+# --- people and operations -----------------------------------------------------------------------------
+
+
+def managed_policy(mode: str, description_start: str) -> dict[str, Any]:
+    (policy,) = [
+        p
+        for p in resources(mode, "AWS::IAM::ManagedPolicy").values()
+        if p["Properties"]["Description"].startswith(description_start)
+    ]
+    return policy
+
+
+def test_publisher_policy_allows_package_uploads_into_the_channels_and_nothing_else():
+    (statement,) = statements(managed_policy("public", "Upload"))
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
+    patterns = sorted(flat(r) for r in statement["Resource"])
+    assert len(patterns) == 4
+    for prefix in ("dev", "prod"):
+        for suffix in (".conda", ".tar.bz2"):
+            assert any(f"/{prefix}/*/*{suffix}" in p for p in patterns)
+
+
+def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters():
+    granted = statements(managed_policy("private", "Start a full reindex"))
+    reindex = next(
+        iter(
+            k
+            for k, f in resources("private", "AWS::Lambda::Function").items()
+            if f["Properties"]["Handler"] == REINDEX_HANDLER
+        )
+    )
+    invoke = next(s for s in granted if s["Action"] == "lambda:InvokeFunction")
+    assert invoke["Resource"] == {"Fn::GetAtt": [reindex, "Arn"]}
+    assert any("sqs:StartMessageMoveTask" in s["Action"] for s in granted)
+
+
+def test_alarms_on_dead_letters_and_function_errors_notify_the_topic_and_the_email():
+    alarms = resources("public", "AWS::CloudWatch::Alarm")
+    topic = next(iter(resources("public", "AWS::SNS::Topic")))
+    assert len(alarms) == 3
+    assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
+    metrics = sorted(a["Properties"]["MetricName"] for a in alarms.values())
+    assert metrics == ["ApproximateNumberOfMessagesVisible", "Errors", "Errors"]
+    assert only("public", "AWS::SNS::Subscription")["Properties"]["Endpoint"] == "ops@example.com"
+    assert resources("private", "AWS::SNS::Subscription") == {}
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
+    names = list(template(mode)["Outputs"])
+    for expected in (
+        "BucketName",
+        "ChannelUrls",
+        "FullReindexFunctionName",
+        "FullReindexCommand",
+        "PublisherPolicyArn",
+        "OperatorPolicyArn",
+        "DeadLetterQueueUrl",
+    ):
+        assert any(name.startswith(f"Channel{expected}") for name in names), expected
+    assert any(name.startswith("ChannelPublicChannelUrls") for name in names) == (mode == "public")
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("context", "key"),
+    [
+        ({"access": "open"}, "access"),
+        ({"removal_policy": "keep"}, "removal_policy"),
+        ({"bucket_name": "Bad_Name"}, "bucket_name"),
+        ({"bucket_name": "a-b-c", "existing_bucket": "d-e-f"}, "bucket_name"),
+        ({"channel_prefixes": "org,org/dev"}, "channel_prefixes"),
+        ({"channel_prefixes": "[1, 2]"}, "channel_prefixes"),
+        ({"alarm_email": "not-an-address"}, "alarm_email"),
+        ({"event_function_timeout": "901"}, "event_function_timeout"),
+        ({"reindex_function_memory": "lots"}, "reindex_function_memory"),
+        ({"noncurrent_version_days": "0"}, "noncurrent_version_days"),
+    ],
+)
+def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):
+    with pytest.raises(SettingsError) as raised:
+        ChannelSettings.from_context(context)
+
+    message = str(raised.value)
+    assert key in message
+    assert "\n" not in message
+
+
+# --- the app -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", [PRIVATE, PUBLIC])
+def test_app_synthesizes_with_every_cdk_nag_finding_fixed_or_acknowledged(context, tmp_path):
+    from app import build_app
+
+    # Bundling is skipped here (it downloads arm64 wheels); tests/infra/test_lambda_code.py covers it.
+    app = build_app({**context, "aws:cdk:bundling-stacks": []})
+
+    assembly = app.synth()  # cdk-nag's validation raises on any unacknowledged finding
+
+    assert [stack.stack_name for stack in assembly.stacks] == ["CondaChannel"]
+
+
+def test_app_refuses_bad_settings_before_building_anything():
+    from app import build_app
+
+    with pytest.raises(SettingsError, match="access"):
+        build_app({"access": "open"})

@@ -1,0 +1,210 @@
+"""The Lambda code asset: the bundle is complete and built for the target, and CDK hashes the right files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_lambda
+from aws_cdk.assertions import Template
+
+from infra.lambda_code import BundlingError, LocalPipBundling, build_bundle, lambda_code
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
+HANDLER_MODULES = ("reindexer.handlers.package_events", "reindexer.handlers.full_reindex")
+EM_X86_64 = 62
+EM_AARCH64 = 183
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+# Imports the handlers from the bundle alone (run with -I -S: no site-packages, no PYTHONPATH, no cwd) and
+# reports where the package came from, the AWS SDK's versions, and whether botocore knows conditional writes.
+IMPORT_CHECK = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import reindexer.handlers.package_events, reindexer.handlers.full_reindex
+import aws_xray_sdk, boto3, botocore, botocore.session, reindexer, zstandard
+put_object = botocore.session.get_session().get_service_model("s3").operation_model("PutObject")
+print(json.dumps({
+    "reindexer": reindexer.__file__,
+    "zstandard": zstandard.__file__,
+    "boto3": boto3.__version__,
+    "botocore": botocore.__version__,
+    "conditional_writes": {"IfMatch", "IfNoneMatch"} <= set(put_object.input_shape.members),
+}))
+print("ok")
+"""
+
+
+def pinned_versions() -> dict[str, str]:
+    pins = {}
+    for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+).*", line)
+        if match:
+            pins[match[1].lower()] = match[2]
+    return pins
+
+
+def elf_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    assert header[4] == 2 and header[5] == 1, f"{path} is not a 64-bit little-endian ELF file"
+    return int(struct.unpack_from("<H", header, 18)[0])
+
+
+def this_platform() -> tuple[str, str]:
+    """pip's platform tag and the Python version of the interpreter running the tests."""
+    tags = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
+    if sys.platform != "linux" or platform.machine() not in tags or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the bundle's wheels only run on glibc Linux on x86_64 or aarch64")
+    return tags[platform.machine()], f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.mark.slow
+def test_bundle_for_this_interpreter_imports_the_handlers_without_site_packages(tmp_path: Path) -> None:
+    platform_tag, python_version = this_platform()
+    bundle = tmp_path / "bundle"
+    build_bundle(PROJECT_ROOT, bundle, platform_tag=platform_tag, python_version=python_version)
+
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "ReindexerTests",
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", IMPORT_CHECK, str(bundle)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report_line, ok = result.stdout.strip().splitlines()[-2:]
+    assert ok == "ok"
+    report = json.loads(report_line)
+    assert Path(report["reindexer"]).is_relative_to(bundle)
+    assert Path(report["zstandard"]).is_relative_to(bundle)
+    pins = pinned_versions()
+    assert report["boto3"] == pins["boto3"]
+    assert report["botocore"] == pins["botocore"]
+    assert report["conditional_writes"] is True
+
+
+@pytest.mark.slow
+def test_arm64_bundle_for_python_3_13_has_aarch64_extensions_and_the_handlers(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    build_bundle(PROJECT_ROOT, bundle, platform_tag="manylinux2014_aarch64", python_version="3.13")
+
+    extensions = sorted((bundle / "zstandard").glob("backend_c.*.so"))
+    assert [path.name for path in extensions] == ["backend_c.cpython-313-aarch64-linux-gnu.so"]
+    assert elf_machine(extensions[0]) == EM_AARCH64
+    for shared_object in bundle.rglob("*.so"):
+        assert elf_machine(shared_object) == EM_AARCH64, shared_object
+    for module in HANDLER_MODULES:
+        assert (bundle / (module.replace(".", "/") + ".py")).is_file()
+    assert not list(bundle.rglob("__pycache__"))
+    assert not (bundle / "bin").exists()
+    size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
+    assert size < LAMBDA_UNZIPPED_LIMIT / 2, f"the bundle is {size / 2**20:.0f} MiB unzipped"
+
+
+def test_a_pip_failure_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "lambdas" / "reindexer").mkdir(parents=True)
+    (tmp_path / "lambdas" / "reindexer" / "__init__.py").write_text("")
+    (tmp_path / "requirements.txt").write_text("this is not a requirement ===\n")
+    with pytest.raises(BundlingError, match=r"^pip could not install .* ERROR: .*") as raised:
+        build_bundle(tmp_path, tmp_path / "out", platform_tag="manylinux2014_aarch64", python_version="3.13")
+    assert "\n" not in str(raised.value)
+
+
+def test_local_bundling_leaves_it_to_docker_without_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    original_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pip" else original_find_spec(name, *a)
+    )
+    bundler = LocalPipBundling(PROJECT_ROOT, platform_tag="manylinux2014_aarch64", python_version="3.13")
+    assert bundler.try_bundle(str(tmp_path), image=aws_lambda.Runtime.PYTHON_3_13.bundling_image) is False
+    assert not list(tmp_path.iterdir())
+
+
+def synthesize(
+    project_root: Path, architecture: aws_lambda.Architecture = aws_lambda.Architecture.ARM_64
+) -> Template:
+    app = cdk.App(context=SKIP_BUNDLING)
+    stack = cdk.Stack(app, "Test")
+    aws_lambda.Function(
+        stack,
+        "Handler",
+        runtime=aws_lambda.Runtime.PYTHON_3_13,
+        architecture=architecture,
+        handler="reindexer.handlers.package_events.handler",
+        code=lambda_code(project_root, runtime=aws_lambda.Runtime.PYTHON_3_13, architecture=architecture),
+    )
+    return Template.from_stack(stack)
+
+
+def asset_key(
+    project_root: Path, architecture: aws_lambda.Architecture = aws_lambda.Architecture.ARM_64
+) -> str:
+    (function,) = synthesize(project_root, architecture).find_resources("AWS::Lambda::Function").values()
+    return str(function["Properties"]["Code"]["S3Key"])
+
+
+def test_the_code_asset_works_in_a_function() -> None:
+    template = synthesize(PROJECT_ROOT)
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Runtime": "python3.13",
+            "Architectures": ["arm64"],
+            "Handler": "reindexer.handlers.package_events.handler",
+        },
+    )
+    (function,) = template.find_resources("AWS::Lambda::Function").values()
+    assert re.fullmatch(r"[0-9a-f]{64}\.zip", function["Properties"]["Code"]["S3Key"])
+
+
+def test_the_asset_hash_follows_the_package_and_the_pins_only(tmp_path: Path) -> None:
+    package = tmp_path / "lambdas" / "reindexer"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""The package."""\n')
+    (tmp_path / "requirements.txt").write_text("boto3==1.44.5\n")
+    baseline = asset_key(tmp_path)
+    assert asset_key(tmp_path) == baseline, "the hash must be reproducible"
+
+    # Files outside lambdas/reindexer and requirements.txt, and bytecode inside it, do not count.
+    for unrelated in (
+        "README.md",
+        "tests/test_x.py",
+        ".venv/lib/x.py",
+        "lambdas/reindexer.egg-info/PKG-INFO",
+    ):
+        (tmp_path / unrelated).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / unrelated).write_text("changed\n")
+    (package / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0bytecode")
+    assert asset_key(tmp_path) == baseline
+
+    assert asset_key(tmp_path, aws_lambda.Architecture.X86_64) != baseline
+    (tmp_path / "requirements.txt").write_text("boto3==1.44.6\n")
+    with_new_pins = asset_key(tmp_path)
+    assert with_new_pins != baseline
+    (package / "handlers.py").write_text("def handler(event, context): ...\n")
+    assert asset_key(tmp_path) not in {baseline, with_new_pins}
