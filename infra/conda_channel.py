@@ -98,6 +98,7 @@ class CondaChannel(Construct):
             self._grant_indexing(function)
 
         self.publisher_policy = self._publisher_policy()
+        self.reader_policy = self._reader_policy()
         self.operator_policy = self._operator_policy()
         self.alarm_topic = self._alarms()
         self._outputs()
@@ -308,6 +309,25 @@ class CondaChannel(Construct):
         )
         return policy
 
+    def _reader_policy(self) -> iam.ManagedPolicy:
+        """Clients of a private channel (pixi with AWS credentials) may read it, and nothing else."""
+        objects = [self.bucket.arn_for_objects(_join(prefix, "*")) for prefix in self._channel_prefixes()]
+        policy = iam.ManagedPolicy(
+            self,
+            "ReaderPolicy",
+            description="Read the channel's packages and index (pixi, rattler, conda with AWS credentials)",
+            statements=[
+                iam.PolicyStatement(sid="ReadChannel", actions=["s3:GetObject"], resources=objects),
+                iam.PolicyStatement(
+                    sid="ListChannel", actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]
+                ),
+            ],
+        )
+        self._acknowledge_object_patterns(
+            policy, objects, "Readers may read everything under the channel prefix."
+        )
+        return policy
+
     def _operator_policy(self) -> iam.ManagedPolicy:
         """Operators may start a full reindex and move dead letters back to the queue."""
         return iam.ManagedPolicy(
@@ -377,6 +397,24 @@ class CondaChannel(Construct):
                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 )
             )
+        alarms.append(
+            cloudwatch.Alarm(
+                self,
+                "SubdirUpdateFailuresAlarm",
+                alarm_description="A subdir could not be indexed (see the functions' logs for the reason)",
+                metric=cloudwatch.Metric(
+                    namespace="Reindexer",
+                    metric_name="SubdirUpdateFailures",
+                    dimensions_map={"service": "reindexer"},
+                    statistic="Sum",
+                    period=cdk.Duration.minutes(5),
+                ),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        )
         for alarm in alarms:
             alarm.add_alarm_action(action)
         return topic
@@ -415,14 +453,24 @@ class CondaChannel(Construct):
                 [
                     "aws lambda invoke --function-name ",
                     function,
-                    f" --cli-binary-format raw-in-base64-out --payload '{payload}' result.json",
+                    # A reindex can outlast the CLI's 60 s read timeout, which would invoke it a second time.
+                    " --cli-read-timeout 0 --cli-binary-format raw-in-base64-out",
+                    f" --payload '{payload}' result.json",
                 ],
             ),
             description="Start a full reindex from a shell",
         )
         cdk.CfnOutput(self, "PublisherPolicyArn", value=self.publisher_policy.managed_policy_arn)
         cdk.CfnOutput(self, "OperatorPolicyArn", value=self.operator_policy.managed_policy_arn)
+        cdk.CfnOutput(self, "ReaderPolicyArn", value=self.reader_policy.managed_policy_arn)
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letters.queue_url)
+        cdk.CfnOutput(
+            self,
+            "DeadLetterQueueArn",
+            value=self.dead_letters.queue_arn,
+            description="Redrive with: aws sqs start-message-move-task --source-arn <this ARN>",
+        )
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
 
 
 def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:

@@ -274,10 +274,10 @@ def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters
 def test_alarms_on_dead_letters_and_function_errors_notify_the_topic_and_the_email():
     alarms = resources("public", "AWS::CloudWatch::Alarm")
     topic = next(iter(resources("public", "AWS::SNS::Topic")))
-    assert len(alarms) == 3
+    assert len(alarms) == 4
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     metrics = sorted(a["Properties"]["MetricName"] for a in alarms.values())
-    assert metrics == ["ApproximateNumberOfMessagesVisible", "Errors", "Errors"]
+    assert metrics == ["ApproximateNumberOfMessagesVisible", "Errors", "Errors", "SubdirUpdateFailures"]
     assert only("public", "AWS::SNS::Subscription")["Properties"]["Endpoint"] == "ops@example.com"
     assert resources("private", "AWS::SNS::Subscription") == {}
 
@@ -292,7 +292,10 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         "FullReindexCommand",
         "PublisherPolicyArn",
         "OperatorPolicyArn",
+        "ReaderPolicyArn",
         "DeadLetterQueueUrl",
+        "DeadLetterQueueArn",
+        "AlarmTopicArn",
     ):
         assert any(name.startswith(f"Channel{expected}") for name in names), expected
     assert any(name.startswith("ChannelPublicChannelUrls") for name in names) == (mode == "public")
@@ -345,3 +348,15 @@ def test_app_refuses_bad_settings_before_building_anything():
 
     with pytest.raises(SettingsError, match="access"):
         build_app({"access": "open"})
+
+
+def test_reader_policy_reads_the_channels_and_nothing_else():
+    granted = statements(managed_policy("public", "Read the channel"))
+    assert sorted(s["Action"] for s in granted) == ["s3:GetObject", "s3:ListBucket"]
+
+
+def test_reindex_command_output_does_not_let_the_cli_retry_a_long_invocation():
+    (command,) = [
+        v for k, v in template("private")["Outputs"].items() if k.startswith("ChannelFullReindexCommand")
+    ]
+    assert "--cli-read-timeout 0" in flat(command)

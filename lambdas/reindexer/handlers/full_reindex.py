@@ -96,4 +96,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         metrics.add_metric(name="PackagesRemoved", unit=MetricUnit.Count, value=len(subdir.removed))
         metrics.add_metric(name="PackagesRejected", unit=MetricUnit.Count, value=len(subdir.rejected))
+        metrics.add_metric(
+            name="SubdirUpdateFailures", unit=MetricUnit.Count, value=int(subdir.error is not None)
+        )
     return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
