@@ -9,6 +9,7 @@ from typing import Any
 
 from devtools.sample_channel import package_files
 from reindexer.layout import join_key
+from reindexer.local_stack import public_read_policy
 
 
 def upload_channel(
@@ -30,26 +31,5 @@ def upload_channel(
 
 
 def allow_anonymous_reads(client: Any, bucket: str) -> None:
-    """A public-read bucket policy as the pixi documentation shows it.
-
-    moto also checks an `s3:HeadObject` action for HEAD requests (real S3 governs HEAD by s3:GetObject and
-    would reject that action name), and without it rattler silently skips repodata.json.zst.
-    """
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": ["s3:GetObject", "s3:HeadObject"],
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            },
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:ListBucket",
-                "Resource": f"arn:aws:s3:::{bucket}",
-            },
-        ],
-    }
-    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    """The public-read bucket policy of `reindexer local --access public` (moto needs s3:HeadObject too)."""
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from pathlib import Path
 from . import __version__
 from .indexer import DEFAULT_JOBS, IndexOptions, index_channel
 from .layout import KNOWN_SUBDIRS
+from .local_stack import DEFAULT_BUCKET as DEFAULT_LOCAL_BUCKET
+from .local_stack import DEFAULT_PORT as DEFAULT_LOCAL_PORT
 from .package_fetch import no_progress
 from .publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
 from .reports import ChannelReport
@@ -96,11 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
     index.add_argument("-v", "--verbose", action="store_true", help="log more detail on stderr")
+
+    local = commands.add_parser(
+        "local",
+        help="run the event-driven pipeline on an embedded S3 + SQS on 127.0.0.1 (no AWS account needed)",
+        description="Start a moto S3 + SQS endpoint on 127.0.0.1, provision the channel bucket, the package "
+        "notifications and the queue as the CDK stack does, and index every upload and delete with the "
+        "package-event handler. Prints 'ready: <endpoint>' once it is polling; Ctrl-C stops everything.",
+    )
+    local.add_argument("--port", type=_port, default=DEFAULT_LOCAL_PORT, help=f"default {DEFAULT_LOCAL_PORT}")
+    local.add_argument("--bucket", default=DEFAULT_LOCAL_BUCKET, help=f"default {DEFAULT_LOCAL_BUCKET}")
+    local.add_argument("--access", choices=("private", "public"), default="private", help="default private")
+    local.add_argument(
+        "--channel",
+        action="append",
+        dest="channels",
+        metavar="PREFIX",
+        help="a channel prefix to index (repeatable); default: any channel in the bucket",
+    )
+    local.add_argument("--reindex", action="store_true", help="run the full-reindex handler on start")
+    local.add_argument(
+        "--repodata-max-age",
+        type=_non_negative_int,
+        default=DEFAULT_REPODATA_MAX_AGE,
+        metavar="SECONDS",
+        help=f"Cache-Control max-age of repodata files (default {DEFAULT_REPODATA_MAX_AGE})",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "local":
+        return run_local(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
     logging.basicConfig(
@@ -134,6 +166,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = sorted(name for name, subdir in report.subdirs.items() if subdir.error)
         print(f"reindexer: error: could not index {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Serve the local stack until SIGINT or SIGTERM."""
+    from .local_stack import LocalSettings, describe, run_full_reindex, running
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    channels = tuple(channel.strip("/") for channel in args.channels or ())
+    settings = LocalSettings(
+        bucket=args.bucket,
+        access=args.access,
+        channel_prefixes=channels,
+        repodata_max_age=args.repodata_max_age,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with running(settings, args.port) as stack:
+            describe(stack, settings, channels[0] if channels else "my-channel", print)
+            if args.reindex:
+                for channel in channels or ("",):
+                    result = run_full_reindex(channel)
+                    print(
+                        f"full reindex of {channel or 'the bucket root'}: complete={result.get('complete')}"
+                    )
+            print(f"ready: {stack.endpoint_url}", flush=True)
+            stop.wait()
+    except (RuntimeError, StoreError, OSError) as error:
+        print(f"reindexer: error: {error}", file=sys.stderr)
+        return 1
+    print("stopped", flush=True)
     return 0
 
 
@@ -208,6 +273,13 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port (1-65535)")
     return value
 
 

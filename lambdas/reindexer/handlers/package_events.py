@@ -55,6 +55,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     parsed = parse_event(event)
     for message_id, reason in parsed.malformed:
         logger.warning("ignored a malformed message", extra={"message_id": message_id, "reason": reason})
+    metrics.add_metric(name="NoticesReceived", unit=MetricUnit.Count, value=len(parsed.notices))
     batches = _group(parsed.notices)
     retry: dict[tuple[str, str, str], set[str]] = {}
     for group, batch in batches.items():
