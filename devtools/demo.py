@@ -1,87 +1,180 @@
-"""`make demo`: index a generated channel on an embedded S3 and install from it with py-rattler over HTTP.
+"""`make demo`: the event-driven pipeline end to end on an embedded S3, with nothing run by hand.
 
-Everything it starts (the moto server on 127.0.0.1, temporary folders) is stopped or removed on exit.
+Starts `reindexer local` on a free loopback port, uploads generated packages from several threads, waits for
+automatic indexing, installs from the channel with py-rattler over HTTP, deletes a package, uploads a corrupt
+one, and stops everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import boto3
 
-from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.embedded_s3 import EmbeddedS3
+from reindexer.embedded_s3 import free_port
+from reindexer.layout import STATE_FILE
+from reindexer.state import SubdirState
 
 BUCKET = "demo-channel"
 CHANNEL = "demo"
+WAIT_SECONDS = 60.0
 DEMO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",
     "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
 }
 
 
 def main() -> int:
     os.environ.update(DEMO_ENVIRONMENT)
-    with tempfile.TemporaryDirectory(prefix="reindexer-demo-") as scratch, EmbeddedS3() as s3:
-        work = Path(scratch)
-        step(f"Embedded S3 (moto) listening on {s3.endpoint_url} (pid {s3.pid})")
-        client = boto3.client("s3", endpoint_url=s3.endpoint_url)
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        allow_anonymous_reads(client, BUCKET)
-
-        packages = plan_channel(40)
-        build_packages(packages, work / "channel")
-        keys = upload_channel(client, BUCKET, CHANNEL, work / "channel")
-        subdirs = sorted({package.subdir for package in packages})
-        step(f"Uploaded {len(keys)} generated packages (.conda and .tar.bz2) to s3://{BUCKET}/{CHANNEL}/")
-        print(f"    subdirs: {', '.join(subdirs)}")
-
-        run_index(s3.endpoint_url, "Cold index: every package is read once")
-        run_index(s3.endpoint_url, "Re-run with nothing changed: no package read, nothing written")
-
-        extra = plan_channel(44)[40:]
-        build_packages(extra, work / "more")
-        upload_channel(client, BUCKET, CHANNEL, work / "more")
-        client.put_object(
-            Bucket=BUCKET, Key=f"{CHANNEL}/linux-64/broken-1.0-h0_0.conda", Body=b"not a package"
-        )
-        step(f"Uploaded {len(extra)} more packages and one corrupt file")
-        run_index(s3.endpoint_url, "Incremental run: only the new files are read, the corrupt one is refused")
-
-        channel_url = f"{s3.endpoint_url}/{BUCKET}/{CHANNEL}"
-        target = pick_installable(packages)
-        step(f"Solving '{target.name}' for linux-64 from {channel_url} with py-rattler (sharded repodata)")
-        installed = asyncio.run(solve_and_install(channel_url, target.name, work / "env", work / "cache"))
-        for line in installed:
-            print(f"    {line}")
-        step(f"Installed {len(installed)} packages into a fresh prefix; stopping the embedded S3")
-    print("\nDemo finished: the channel was indexed, updated incrementally and installed from over HTTP.")
+    port = free_port()
+    command = [sys.executable, "-m", "reindexer.cli", "local", "--port", str(port), "--bucket", BUCKET]
+    command += ["--access", "public", "--channel", CHANNEL]
+    step(f"Starting the local pipeline: reindexer {' '.join(command[3:])}")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        endpoint = wait_for_ready(server)
+        with tempfile.TemporaryDirectory(prefix="reindexer-demo-") as scratch:
+            run(endpoint, Path(scratch))
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        step(f"Stopped the local pipeline (exit code {server.returncode})")
+    print("\nDemo finished: uploads were indexed automatically, installed over HTTP, deletes and a corrupt")
+    print("package were handled, and everything the demo started has stopped.")
     return 0
+
+
+def run(endpoint: str, work: Path) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    packages = plan_channel(40)
+    build_packages(packages, work / "channel")
+    subdirs = sorted({p.subdir for p in packages})
+
+    step(f"Uploading {len(packages)} packages (.conda and .tar.bz2, {', '.join(subdirs)}) from 4 threads")
+    uploaded_at: dict[str, float] = {}
+
+    def upload(package: SamplePackage) -> None:
+        client.upload_file(str(work / "channel" / package.key), BUCKET, f"{CHANNEL}/{package.key}")
+        uploaded_at[package.filename] = time.monotonic()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(upload, packages))
+    visible_at = wait_for_index(client, packages)
+    latencies = [visible_at[name] - uploaded_at[name] for name in uploaded_at]
+    print(
+        f"    all {len(packages)} indexed, no command run; upload-to-visible latency: "
+        f"median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s"
+    )
+
+    channel_url = f"{endpoint}/{BUCKET}/{CHANNEL}"
+    target = max((p for p in packages if p.subdir == "linux-64"), key=lambda p: (len(p.depends), p.name))
+    step(f"Solving and installing '{target.name}' for linux-64 from {channel_url} with py-rattler")
+    for line in asyncio.run(solve_and_install(channel_url, target.name, work / "env1", work / "cache1")):
+        print(f"    {line}")
+
+    # An older version of a name that has newer ones: the channel stays installable without it.
+    noarch = sorted((p for p in packages if p.subdir == "noarch"), key=lambda p: (p.name, p.timestamp))
+    gone = next(p for p, newer in pairwise(noarch) if p.name == newer.name)
+    step(f"Deleting {gone.key}")
+    started = time.monotonic()
+    client.delete_object(Bucket=BUCKET, Key=f"{CHANNEL}/{gone.key}")
+    until(lambda: gone.filename not in published(client, gone.subdir), "the delete to be indexed")
+    print(f"    gone from noarch/repodata.json after {time.monotonic() - started:.2f} s")
+
+    broken = "broken-1.0-h0_0.conda"
+    step(f"Uploading a corrupt package linux-64/{broken}")
+    client.put_object(Bucket=BUCKET, Key=f"{CHANNEL}/linux-64/{broken}", Body=b"this is not a conda package")
+    until(lambda: broken in rejected(client, "linux-64"), "the corrupt package to be rejected")
+    print(f"    rejected, not indexed: {rejected(client, 'linux-64')[broken]}")
+    assert broken not in published(client, "linux-64")
+    lines = asyncio.run(solve_and_install(channel_url, target.name, work / "env2", work / "cache2"))
+    print(f"    the others stay installable: '{target.name}' installs again ({len(lines)} packages)")
+
+
+def wait_for_index(client: Any, packages: list[SamplePackage]) -> dict[str, float]:
+    """Poll the published indexes until every package is in; return when each was first seen."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + WAIT_SECONDS
+    subdirs = sorted({p.subdir for p in packages})
+    while len(seen) < len(packages):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(seen)} of {len(packages)} packages were indexed in {WAIT_SECONDS} s"
+            )
+        now = time.monotonic()
+        for subdir in subdirs:
+            for name in published(client, subdir):
+                seen.setdefault(name, now)
+        time.sleep(0.05)
+    return seen
+
+
+def published(client: Any, subdir: str) -> set[str]:
+    try:
+        body = client.get_object(Bucket=BUCKET, Key=f"{CHANNEL}/{subdir}/repodata.json")["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return set()
+    document = json.loads(body)
+    return set(document["packages"]) | set(document["packages.conda"])
+
+
+def rejected(client: Any, subdir: str) -> dict[str, str]:
+    """What the indexer refused in a subdir, with reasons, from its own state."""
+    try:
+        body = client.get_object(Bucket=BUCKET, Key=f"{CHANNEL}/{subdir}/{STATE_FILE}")["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return {}
+    return {name: file.reason for name, file in SubdirState.from_bytes(body).rejected.items()}
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_for_ready(server: subprocess.Popen[str]) -> str:
+    """Echo the local pipeline's greeting and return its endpoint once it is polling."""
+    assert server.stdout is not None
+    endpoint: list[str] = []
+    ready = threading.Event()
+
+    def relay() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("ready: ") and not ready.is_set():
+                endpoint.append(line.removeprefix("ready: ").strip())
+                ready.set()
+            if not ready.is_set() or "WARNING" in line or "ERROR" in line:
+                print(f"    | {line.rstrip()}", flush=True)
+
+    threading.Thread(target=relay, daemon=True).start()
+    if not ready.wait(WAIT_SECONDS):
+        raise RuntimeError("the local pipeline did not become ready")
+    return endpoint[0]
 
 
 def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
-
-
-def run_index(endpoint_url: str, title: str) -> None:
-    arguments = ["index", f"s3://{BUCKET}/{CHANNEL}", "--endpoint-url", endpoint_url, "--force-path-style"]
-    step(f"{title}\n    $ reindexer {' '.join(arguments)}")
-    command = [sys.executable, "-m", "reindexer.cli", *arguments]
-    subprocess.run(command, check=True)
-
-
-def pick_installable(packages: list[SamplePackage]) -> SamplePackage:
-    """The linux-64 package with the most dependencies, so the solve has something to do."""
-    return max((p for p in packages if p.subdir == "linux-64"), key=lambda p: (len(p.depends), p.name))
 
 
 async def solve_and_install(channel_url: str, spec: str, prefix: Path, cache: Path) -> list[str]:
