@@ -130,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "local":
+        if args.reindex and not args.channels:
+            parser.error("--reindex needs the channels to reindex: give at least one --channel")
         return run_local(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
@@ -188,7 +191,7 @@ def run_local(args: argparse.Namespace) -> int:
         with running(settings, args.port) as stack:
             describe(stack, settings, channels[0] if channels else "my-channel", print)
             if args.reindex:
-                for channel in channels or ("",):
+                for channel in channels:
                     result = run_full_reindex(channel)
                     print(
                         f"full reindex of {channel or 'the bucket root'}: complete={result.get('complete')}"

@@ -47,10 +47,11 @@ def local_stack() -> Iterator[str]:
         assert "stopped" in output
 
 
-def _wait_for_ready(process: subprocess.Popen[str]) -> str:
+def _wait_for_ready(process: subprocess.Popen[str], seen: list[str] | None = None) -> str:
+    """The endpoint from the `ready:` line; every line read on the way is appended to `seen`."""
     deadline = time.monotonic() + READY_TIMEOUT
     assert process.stdout is not None
-    seen: list[str] = []
+    seen = [] if seen is None else seen
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
@@ -162,3 +163,40 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("reindexer: error:"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reindex_without_a_channel_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reindexer.cli", "local", "--reindex"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "--reindex needs" in result.stderr
+
+
+def test_reindex_flag_runs_the_full_reindex_handler_before_ready() -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "reindexer.cli",
+        "local",
+        "--port",
+        str(port),
+        "--channel",
+        "dev",
+        "--reindex",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    before_ready: list[str] = []
+    try:
+        _wait_for_ready(process, before_ready)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)
+
+    assert "full reindex of dev: complete=True\n" in before_ready
