@@ -8,8 +8,6 @@ same files and records the current ETags of the three outputs, and no lease is l
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import threading
 from collections import Counter
@@ -17,7 +15,6 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import msgpack
-import zstandard
 
 from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import (
@@ -35,23 +32,11 @@ from reindexer.reports import ChannelReport
 from reindexer.shards import shard_path
 from reindexer.state import SubdirState
 from reindexer.store import FolderListing, Store, StoredObject
+from tests.common import sha256_hex, zstd_decompress
 from tests.integration.concurrency_stores import StoreWrapper
 
 MUTATIONS = ("write", "delete")
 T = TypeVar("T")
-
-
-def stream_decompress(data: bytes) -> bytes:
-    """Decompress with a streaming reader, as clients must: a frame need not record its content size."""
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-    output = bytearray()
-    while chunk := reader.read(65536):
-        output += chunk
-    return bytes(output)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def channel_subdirs(store: Store, channel: str) -> list[str]:
@@ -115,10 +100,10 @@ def check_subdir(
             assert record["sha256"] == expected_sha256[f"{subdir}/{name}"], f"{where}/{name}: stale sha256"
 
     zst_bytes, zst_etag = store.read(join_key(prefix, REPODATA_ZST))
-    assert stream_decompress(zst_bytes) == json_bytes, f"{where}: .json.zst differs from repodata.json"
+    assert zstd_decompress(zst_bytes) == json_bytes, f"{where}: .json.zst differs from repodata.json"
 
     index_bytes, index_etag = store.read(join_key(prefix, SHARD_INDEX))
-    index = msgpack.unpackb(stream_decompress(index_bytes), raw=False)
+    index = msgpack.unpackb(zstd_decompress(index_bytes), raw=False)
     assert index["info"]["subdir"] == subdir, where
     by_name: dict[str, set[str]] = {}
     for name in present:
@@ -130,7 +115,7 @@ def check_subdir(
     for package_name, digest in shards.items():
         data, _ = store.read(join_key(prefix, shard_path(digest)))
         assert sha256_hex(data) == digest, f"{where}: shard of {package_name} does not match its address"
-        shard = msgpack.unpackb(stream_decompress(data), raw=False)
+        shard = msgpack.unpackb(zstd_decompress(data), raw=False)
         in_shard = {**shard["packages"], **shard["packages.conda"]}
         assert sorted(in_shard) == sorted(by_name[package_name]), f"{where}: shard of {package_name}"
         for filename, record in in_shard.items():

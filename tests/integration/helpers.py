@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgpack
-import zstandard
 
 from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import join_key
 from reindexer.reports import ChannelReport
 from reindexer.storage.s3 import S3Store
+from tests.common import zstd_decompress
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
@@ -92,18 +92,8 @@ def all_records(repodata: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
 
 
-def zstd_decompress(data: bytes) -> bytes:
-    """Streaming decompression: frames need not record their content size."""
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    return decompressor.decompress(data) + decompressor.flush()
-
-
 def decode_msgpack_zst(data: bytes) -> Any:
     return msgpack.unpackb(zstd_decompress(data), raw=False)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def md5_hex(data: bytes) -> str:

@@ -13,12 +13,7 @@ from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.storage.s3 import S3Store
 from tests import package_factory
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import (
-    CallRecorder,
-    all_records,
-    get_repodata,
-    run_index,
-)
+from tests.integration.helpers import CallRecorder, all_records, get_repodata, run_index
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 OVERSIZED_LIMIT = 4096

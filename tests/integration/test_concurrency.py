@@ -28,7 +28,8 @@ from reindexer.reports import SubdirReport
 from reindexer.sqs_worker import LocalLambdaContext, queue_arn, run_worker
 from reindexer.storage.s3 import S3Store
 from reindexer.store import Store
-from tests.integration.concurrency_checks import assert_noop_run, check_channel, sha256_hex
+from tests.common import queue_counts, sha256_hex
+from tests.integration.concurrency_checks import assert_noop_run, check_channel
 
 pytestmark = [
     pytest.mark.slow,
@@ -217,16 +218,6 @@ class Progress:
 
     def key(self, key: str) -> None:
         self.wait_for(lambda: key in self.done)
-
-
-def queue_counts(sqs: Any, queue_url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 def test_uploads_deletes_workers_and_full_reindexes_converge(

@@ -15,15 +15,8 @@ from devtools.sample_channel import build_packages, plan_channel
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.storage.s3 import S3Store, create_s3_client
-from tests.integration.helpers import (
-    all_records,
-    decode_msgpack_zst,
-    get_bytes,
-    get_repodata,
-    run_index,
-    sha256_hex,
-    zstd_decompress,
-)
+from tests.common import sha256_hex, zstd_decompress
+from tests.integration.helpers import all_records, decode_msgpack_zst, get_bytes, get_repodata, run_index
 
 CHANNEL = "conda/main"
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

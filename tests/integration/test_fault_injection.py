@@ -30,7 +30,8 @@ from reindexer.storage.local import LocalStore
 from reindexer.storage.s3 import S3Store, create_s3_client
 from reindexer.store import PreconditionFailedError, Store, TransientStoreError
 from reindexer.updater import update_subdir
-from tests.integration.concurrency_checks import assert_noop_run, channel_subdirs, check_channel, sha256_hex
+from tests.common import queue_counts, sha256_hex
+from tests.integration.concurrency_checks import assert_noop_run, channel_subdirs, check_channel
 from tests.integration.concurrency_stores import Crash, CrashingStore, FlakyStore, StoreWrapper
 
 CHANNEL = "org/dev"
@@ -384,16 +385,6 @@ def handler_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         cache.cache_clear()
 
 
-def _queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 @pytest.mark.usefixtures("handler_environment")
 def test_transient_errors_in_the_event_handler_become_batch_failures_and_redelivery_converges(
     monkeypatch: pytest.MonkeyPatch, pool: Pool
@@ -456,14 +447,14 @@ def test_transient_errors_in_the_event_handler_become_batch_failures_and_redeliv
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if not poll() and _queue_counts(sqs, url) == (0, 0):
+            if not poll() and queue_counts(sqs, url) == (0, 0):
                 break
         print(
             f"\n{len(responses)} invocations ({faulty_invocations} with faults), "
             f"{failures()} batch item failures, {len(raised)} raised; faults {dict(flaky.injected)}"
         )
 
-        assert _queue_counts(sqs, url) == (0, 0), "the queue did not drain"
+        assert queue_counts(sqs, url) == (0, 0), "the queue did not drain"
         assert failures() > 0, "no transient error ever reached the handler's batch response"
         store = S3Store(BUCKET, s3)
         check_channel(store, CHANNEL, expected)

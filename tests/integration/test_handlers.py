@@ -25,6 +25,7 @@ from reindexer.layout import join_key
 from reindexer.notifications import MalformedEventError
 from reindexer.storage.s3 import S3Store
 from reindexer.store import StoredObject, TransientStoreError
+from tests.common import sha256_hex
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.handler_helpers import (
     FakeContext,
@@ -35,7 +36,7 @@ from tests.integration.handler_helpers import (
     sqs_batch,
     sqs_message,
 )
-from tests.integration.helpers import all_records, get_repodata, sha256_hex
+from tests.integration.helpers import all_records, get_repodata
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

@@ -29,10 +29,8 @@ from reindexer.indexer import IndexOptions
 from reindexer.layout import OUR_OUTPUT_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.publication import PublishSettings
 from reindexer.storage.s3 import S3Store, create_s3_client
-from tests.integration.helpers import (
-    run_index,
-    sha256_hex,
-)
+from tests.common import sha256_hex
+from tests.integration.helpers import run_index
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CHANNEL = "org/stable"

@@ -19,6 +19,7 @@ from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
 from reindexer.storage.s3 import S3Store, create_s3_client
 from tests import package_factory
+from tests.common import sha256_hex, zstd_decompress
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.helpers import (
     CallRecorder,
@@ -29,9 +30,7 @@ from tests.integration.helpers import (
     md5_hex,
     multipart_upload,
     run_index,
-    sha256_hex,
     subdirs_of,
-    zstd_decompress,
 )
 from tests.writers import index_ignoring_lease
 

@@ -14,10 +14,7 @@ from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
 from reindexer.storage.s3 import S3Store, create_s3_client
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import (
-    md5_hex,
-    run_index,
-)
+from tests.integration.helpers import md5_hex, run_index
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 

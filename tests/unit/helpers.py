@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import zstandard
 
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.indexer import IndexOptions, index_channel
@@ -20,15 +18,7 @@ from reindexer.package_reader import PackageSpool
 from reindexer.records import Record, build_record
 from reindexer.reports import ChannelReport
 from reindexer.storage.local import LocalStore
-
-
-def zstd_decompress(data: bytes) -> bytes:
-    """Decompress with a streaming reader, as clients must (a frame need not record its content size)."""
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-    output = bytearray()
-    while chunk := reader.read(65536):
-        output += chunk
-    return bytes(output)
+from tests.common import zstd_decompress
 
 
 def read_msgpack_zst(path: Path) -> Any:

@@ -24,6 +24,7 @@ from reindexer.shards import shard_path
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore
 from reindexer.store import FolderListing, PreconditionFailedError, StoredObject, TransientStoreError
+from tests.common import zstd_decompress
 from tests.unit.helpers import (
     all_records,
     channel_files,
@@ -34,7 +35,6 @@ from tests.unit.helpers import (
     run_index,
     sha256_of,
     upload,
-    zstd_decompress,
 )
 from tests.writers import index_ignoring_lease
 

@@ -20,7 +20,7 @@ from reindexer.shards import (
     shard_digest,
     shard_path,
 )
-from tests.unit.helpers import zstd_decompress
+from tests.common import zstd_decompress
 
 CREATED_AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 

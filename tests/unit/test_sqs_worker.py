@@ -20,6 +20,7 @@ from reindexer.sqs_worker import (
     run_worker,
     to_lambda_event,
 )
+from tests.common import queue_counts
 
 VISIBILITY = 1
 RECORD_KEYS = {
@@ -65,16 +66,6 @@ class Recorder:
 
 def send(sqs: Any, queue_url: str, *bodies: str) -> list[str]:
     return [sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"] for body in bodies]
-
-
-def queued(sqs: Any, queue_url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 def receive_all(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -142,7 +133,7 @@ def test_one_poll_takes_at_most_ten_messages(sqs, queue_url):
     handler = Recorder()
 
     first = poll_once(sqs, queue_url, handler, wait_seconds=0)
-    while sum(queued(sqs, queue_url)):
+    while sum(queue_counts(sqs, queue_url)):
         poll_once(sqs, queue_url, handler, wait_seconds=0)
 
     assert 1 <= first <= 10
@@ -167,7 +158,7 @@ def test_successful_messages_are_deleted_and_failures_are_delivered_again(sqs, q
     while handled < 3:
         handled += poll_once(sqs, queue_url, handler, wait_seconds=0)
 
-    assert queued(sqs, queue_url) == (0, 1)
+    assert queue_counts(sqs, queue_url) == (0, 1)
     time.sleep(VISIBILITY + 0.2)
     again = receive_all(sqs, queue_url)
     assert [message["MessageId"] for message in again] == [bad]
@@ -190,7 +181,7 @@ def test_redelivered_failure_is_deleted_once_the_handler_succeeds(sqs, queue_url
         poll_once(sqs, queue_url, handler, wait_seconds=1)
 
     assert attempts == ["1", "2"]
-    assert queued(sqs, queue_url) == (0, 0)
+    assert queue_counts(sqs, queue_url) == (0, 0)
     assert message_id
 
 
@@ -204,7 +195,7 @@ def test_nothing_is_deleted_when_the_handler_raises(sqs, queue_url):
     while invisible < 3:
         with pytest.raises(RuntimeError, match="boom"):
             poll_once(sqs, queue_url, explode, wait_seconds=0)
-        invisible = queued(sqs, queue_url)[1]
+        invisible = queue_counts(sqs, queue_url)[1]
 
     time.sleep(VISIBILITY + 0.2)
     back: list[dict[str, Any]] = []
@@ -223,7 +214,7 @@ def test_a_response_naming_an_unknown_message_fails_the_whole_batch(sqs, queue_u
     while received < 2:
         received += poll_once(sqs, queue_url, handler, wait_seconds=0)
 
-    assert queued(sqs, queue_url) == (0, 2)
+    assert queue_counts(sqs, queue_url) == (0, 2)
 
 
 @pytest.mark.parametrize(
@@ -283,4 +274,4 @@ def test_worker_handles_messages_until_stopped_and_survives_a_failing_handler(sq
     assert not worker.is_alive()
     assert calls == ["first", "first"]
     assert result == [1]  # the batch whose handler raised is not counted as handled
-    assert queued(sqs, queue_url) == (0, 0)
+    assert queue_counts(sqs, queue_url) == (0, 0)

@@ -18,6 +18,7 @@ from reindexer.state import SubdirState
 from reindexer.storage.local import LocalStore
 from reindexer.store import StoredObject, TransientStoreError
 from reindexer.updater import update_subdir
+from tests.common import zstd_decompress
 from tests.unit.helpers import (
     all_records,
     copy_channel,
@@ -27,7 +28,6 @@ from tests.unit.helpers import (
     run_index,
     sha256_of,
     upload,
-    zstd_decompress,
 )
 
 SUBDIR = "linux-64"
