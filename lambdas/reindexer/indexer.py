@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from .contract import DEFAULT_MAX_PACKAGE_MB, DEFAULT_READ_JOBS
 from .layout import KNOWN_SUBDIRS, OUR_OUTPUT_FILES, REPODATA_JSON, STATE_FILE, join_key, package_extension
 from .lease import Lease, LeaseTerms
 from .package_fetch import ProgressFactory, no_progress, read_packages
@@ -31,7 +32,7 @@ from .store import FatalStoreError, NotFoundError, Store, StoredObject, StoreErr
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JOBS = 8
+DEFAULT_JOBS = DEFAULT_READ_JOBS
 
 
 @dataclass
@@ -45,6 +46,8 @@ class IndexOptions:
     lease: LeaseTerms = field(default_factory=LeaseTerms)
     # time.monotonic() value after which no new package read starts; None for no limit.
     deadline: float | None = None
+    # Package files larger than this are rejected before they are downloaded.
+    max_package_bytes: int = DEFAULT_MAX_PACKAGE_MB * 1024 * 1024
 
 
 def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelReport:

@@ -52,6 +52,8 @@ class PublishSettings:
 
     base_url: str | None = None
     repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
+    # A channel that needs credentials: shared caches (CDNs, proxies) must not keep its index.
+    private: bool = False
 
     def subdir_base_url(self, subdir: str) -> str | None:
         """Clients fetch `base_url + filename`, so the channel-level URL gets the subdir appended."""
@@ -59,11 +61,16 @@ class PublishSettings:
 
     @property
     def repodata_cache_control(self) -> str:
-        return f"public, max-age={self.repodata_max_age}"
+        return f"{'private' if self.private else 'public'}, max-age={self.repodata_max_age}"
 
     def fingerprint(self) -> str:
         return json.dumps(
-            {"format": OUTPUT_FORMAT, "base_url": self.base_url, "max_age": self.repodata_max_age},
+            {
+                "format": OUTPUT_FORMAT,
+                "base_url": self.base_url,
+                "max_age": self.repodata_max_age,
+                "private": self.private,
+            },
             sort_keys=True,
         )
 
