@@ -20,6 +20,14 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.settings import ChannelSettings, FunctionSettings
+from reindexer.contract import (
+    ACCESS_VARIABLE,
+    BUCKET_VARIABLE,
+    JOBS_VARIABLE,
+    MAX_AGE_VARIABLE,
+    MAX_PACKAGE_VARIABLE,
+    PREFIXES_VARIABLE,
+)
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 EVENT_HANDLER = "reindexer.handlers.package_events.handler"
@@ -38,6 +46,11 @@ OUTPUT_KEYS = (
     "shards/*",
     ".reindexer/*",
 )
+# The indexer's state and lease, inside each subdir folder: never readable anonymously.
+STATE_KEYS = ".reindexer/*"
+# Storage classes that need a restore before GetObject (or SSE-C, whose key the indexer never has) would
+# make an uploaded package unreadable to the indexer.
+READABLE_STORAGE_CLASS = "STANDARD"
 
 
 class CondaChannel(Construct):
@@ -140,24 +153,50 @@ class CondaChannel(Construct):
             else cdk.RemovalPolicy.DESTROY,
         )
         if public:
-            # Exactly what pixi's documentation shows for a public channel: read objects, list the bucket.
-            bucket.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid="PublicReadChannel",
-                    principals=[iam.AnyPrincipal()],
-                    actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects("*")],
-                )
-            )
-            bucket.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid="PublicListChannel",
-                    principals=[iam.AnyPrincipal()],
-                    actions=["s3:ListBucket"],
-                    resources=[bucket.bucket_arn],
-                )
-            )
+            for statement in self._public_read_statements(bucket):
+                bucket.add_to_resource_policy(statement)
         return bucket
+
+    def _public_read_statements(self, bucket: s3.IBucket) -> list[iam.PolicyStatement]:
+        """What pixi needs of a public channel (read objects, list the bucket), limited to the channels.
+
+        Anonymous reads stop at the channel prefixes, and the indexer's state under them stays private.
+        """
+        prefixes = self.settings.channel_prefixes
+        read = iam.PolicyStatement(
+            sid="PublicReadChannel",
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:GetObject"],
+            resources=[bucket.arn_for_objects(_join(prefix, "*")) for prefix in self._channel_prefixes()],
+        )
+        # S3 answers a GET of a missing key with 404 rather than 403 only to callers allowed to list, and
+        # checks that permission with the requested key as s3:prefix, so the condition keeps those 404s.
+        listing = iam.PolicyStatement(
+            sid="PublicListChannel",
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}/*" for prefix in prefixes]}}
+            if prefixes
+            else None,
+        )
+        # An Allow's Resource cannot leave out a sub-pattern, so the state folders get an explicit Deny. It
+        # must not reach the function roles (nor anyone else in this account, who is governed by IAM):
+        # aws:PrincipalAccount is in every request context, "anonymous" for unsigned requests, so
+        # StringNotEquals matches anonymous and other accounts' callers and never this account's roles. A
+        # negated operator is also true when its key is missing, so a request without the key would be
+        # denied, not let through.
+        state = iam.PolicyStatement(
+            sid="PublicNeverReadsIndexerState",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:GetObject"],
+            resources=[
+                bucket.arn_for_objects(_join(prefix, "*", STATE_KEYS)) for prefix in self._channel_prefixes()
+            ],
+            conditions={"StringNotEquals": {"aws:PrincipalAccount": cdk.Stack.of(self).account}},
+        )
+        return [read, listing, state]
 
     def _channel_prefixes(self) -> tuple[str, ...]:
         return self.settings.channel_prefixes or ("",)
@@ -179,15 +218,19 @@ class CondaChannel(Construct):
     def _function(
         self, construct_id: str, handler: str, sizing: FunctionSettings, code: lambda_.Code, description: str
     ) -> lambda_.Function:
+        settings = self.settings
         environment = {
-            "CHANNEL_BUCKET": self.bucket.bucket_name,
-            "REPODATA_MAX_AGE": str(self.settings.repodata_max_age),
+            BUCKET_VARIABLE: self.bucket.bucket_name,
+            MAX_AGE_VARIABLE: str(settings.repodata_max_age),
+            JOBS_VARIABLE: str(settings.read_jobs),
+            MAX_PACKAGE_VARIABLE: str(settings.max_package_mb),
+            ACCESS_VARIABLE: settings.access,
             "POWERTOOLS_SERVICE_NAME": "reindexer",
             "POWERTOOLS_METRICS_NAMESPACE": "Reindexer",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
-        if self.settings.channel_prefixes:
-            environment["CHANNEL_PREFIXES"] = ",".join(self.settings.channel_prefixes)
+        if settings.channel_prefixes:
+            environment[PREFIXES_VARIABLE] = ",".join(settings.channel_prefixes)
         log_group = logs.LogGroup(self, f"{construct_id}Logs", retention=LOG_RETENTION)
         # An explicit role instead of AWSLambdaBasicExecutionRole: logs go to this function's group only.
         role = iam.Role(self, f"{construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
@@ -202,6 +245,8 @@ class CondaChannel(Construct):
             code=code,
             memory_size=sizing.memory_mb,
             timeout=cdk.Duration.seconds(sizing.timeout_seconds),
+            # Packages are spooled to /tmp while they are read, up to read_jobs of them at once.
+            ephemeral_storage_size=cdk.Size.mebibytes(settings.ephemeral_storage_mb),
             environment=environment,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -262,8 +307,8 @@ class CondaChannel(Construct):
             _acknowledge(
                 self.bucket,
                 "AwsSolutions-S2",
-                "access=public was chosen: anonymous clients read the channel (s3:GetObject, s3:ListBucket "
-                "only); ACLs stay blocked.",
+                "access=public was chosen: anonymous clients may only s3:GetObject and s3:ListBucket under "
+                "the channel prefixes, never the indexer's state folders; ACLs stay blocked.",
             )
         stack = cdk.Stack.of(self)
         for child in stack.node.children:
@@ -284,7 +329,11 @@ class CondaChannel(Construct):
     # --- people ----------------------------------------------------------------------------------------
 
     def _publisher_policy(self) -> iam.ManagedPolicy:
-        """Packagers may upload package files into the channels, and nothing else."""
+        """Packagers may upload package files into the channels, readable by the indexer, and nothing else.
+
+        Archived storage classes and SSE-C are refused in the Allow's conditions: IfExists and Null let an
+        upload that sends neither header through, as most clients do.
+        """
         packages = [
             self.bucket.arn_for_objects(_join(prefix, "*", f"*{suffix}"))
             for prefix in self._channel_prefixes()
@@ -299,6 +348,10 @@ class CondaChannel(Construct):
                     sid="UploadPackages",
                     actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                     resources=packages,
+                    conditions={
+                        "StringEqualsIfExists": {"s3:x-amz-storage-class": READABLE_STORAGE_CLASS},
+                        "Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "true"},
+                    },
                 )
             ],
         )

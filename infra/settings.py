@@ -1,4 +1,7 @@
-"""Deployment settings from CDK context (cdk.json or `-c key=value`), validated at synth with one error."""
+"""Deployment settings from CDK context (cdk.json or `-c key=value`), validated at synth with one error.
+
+Rules shared with the indexer (channel prefixes, read jobs, package size, /tmp) come from reindexer.contract.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-ACCESS_MODES = ("private", "public")
+from reindexer.contract import (
+    ACCESS_MODES,
+    DEFAULT_MAX_PACKAGE_MB,
+    DEFAULT_READ_JOBS,
+    LAMBDA_MAX_EPHEMERAL_MB,
+    MAX_PACKAGE_MB_LIMIT,
+    MAX_READ_JOBS,
+    channel_prefix_problem,
+    ephemeral_storage_mb,
+)
+
 REMOVAL_POLICIES = ("retain", "destroy")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()\-]+(/[A-Za-z0-9!_.*'()\-]+)*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -23,6 +35,8 @@ CONTEXT_KEYS = (
     "removal_policy",
     "noncurrent_version_days",
     "repodata_max_age",
+    "read_jobs",
+    "max_package_mb",
     "alarm_email",
     "event_function_memory",
     "event_function_timeout",
@@ -52,6 +66,8 @@ class ChannelSettings:
     removal_policy: str = "retain"
     noncurrent_version_days: int = 30
     repodata_max_age: int = 60
+    read_jobs: int = DEFAULT_READ_JOBS
+    max_package_mb: int = DEFAULT_MAX_PACKAGE_MB
     alarm_email: str | None = None
     event_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(512, 60))
     reindex_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(2048, 900))
@@ -59,6 +75,11 @@ class ChannelSettings:
     @property
     def public(self) -> bool:
         return self.access == "public"
+
+    @property
+    def ephemeral_storage_mb(self) -> int:
+        """The /tmp each function gets: room for `read_jobs` packages of `max_package_mb` at once."""
+        return ephemeral_storage_mb(self.read_jobs, self.max_package_mb)
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> ChannelSettings:
@@ -72,6 +93,14 @@ class ChannelSettings:
             raise SettingsError("set either bucket_name (a new bucket) or existing_bucket, not both")
         access = _choice(context, "access", ACCESS_MODES, "private")
         removal_policy = _choice(context, "removal_policy", REMOVAL_POLICIES, "retain")
+        read_jobs = _number(context, "read_jobs", DEFAULT_READ_JOBS, 1, MAX_READ_JOBS)
+        max_package_mb = _number(context, "max_package_mb", DEFAULT_MAX_PACKAGE_MB, 1, MAX_PACKAGE_MB_LIMIT)
+        needed = ephemeral_storage_mb(read_jobs, max_package_mb)
+        if needed > LAMBDA_MAX_EPHEMERAL_MB:
+            raise SettingsError(
+                f"read_jobs={read_jobs} x max_package_mb={max_package_mb} needs {needed} MiB of /tmp, more "
+                f"than Lambda's {LAMBDA_MAX_EPHEMERAL_MB} MiB: lower read_jobs or max_package_mb"
+            )
         return cls(
             bucket_name=bucket_name,
             existing_bucket=existing_bucket,
@@ -80,6 +109,8 @@ class ChannelSettings:
             removal_policy=removal_policy,
             noncurrent_version_days=_number(context, "noncurrent_version_days", 30, 1, 3650),
             repodata_max_age=_number(context, "repodata_max_age", 60, 0, 31536000),
+            read_jobs=read_jobs,
+            max_package_mb=max_package_mb,
             alarm_email=_email(context),
             event_function=FunctionSettings(
                 _number(context, "event_function_memory", 512, 128, 10240),
@@ -139,8 +170,9 @@ def _prefixes(value: Any) -> tuple[str, ...]:
         raise SettingsError(f"channel_prefixes must be a list of prefixes, not {value!r}")
     prefixes = tuple(sorted({item.strip().strip("/") for item in items if item.strip().strip("/")}))
     for prefix in prefixes:
-        if not _PREFIX.match(prefix):
-            raise SettingsError(f"channel_prefixes: {prefix!r} is not a valid key prefix")
+        problem = channel_prefix_problem(prefix)
+        if problem is not None:
+            raise SettingsError(f"channel_prefixes: {prefix!r} {problem}")
     for prefix in prefixes:
         for other in prefixes:
             if other != prefix and other.startswith(prefix + "/"):

@@ -14,6 +14,9 @@ MAX_AGE_VARIABLE = "REPODATA_MAX_AGE"
 JOBS_VARIABLE = "READ_JOBS"
 PREFIXES_VARIABLE = "CHANNEL_PREFIXES"
 MAX_PACKAGE_VARIABLE = "MAX_PACKAGE_MB"
+# "private" or "public": private channels' repodata is served with `Cache-Control: private`.
+ACCESS_VARIABLE = "CHANNEL_ACCESS"
+ACCESS_MODES = ("private", "public")
 
 DEFAULT_READ_JOBS = 8
 MAX_READ_JOBS = 64
