@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -13,19 +15,47 @@ from aws_cdk.assertions import Template
 
 from infra.channel_stack import ChannelStack
 from infra.conda_channel import EVENT_HANDLER, REINDEX_HANDLER
-from infra.settings import ChannelSettings, SettingsError
-from reindexer.config import BUCKET_VARIABLE, MAX_AGE_VARIABLE, PREFIXES_VARIABLE
+from infra.settings import CONTEXT_KEYS, ChannelSettings, SettingsError
+from reindexer.contract import (
+    ACCESS_VARIABLE,
+    BUCKET_VARIABLE,
+    DEFAULT_MAX_PACKAGE_MB,
+    DEFAULT_READ_JOBS,
+    JOBS_VARIABLE,
+    LAMBDA_MAX_EPHEMERAL_MB,
+    MAX_AGE_VARIABLE,
+    MAX_PACKAGE_MB_LIMIT,
+    MAX_PACKAGE_VARIABLE,
+    MAX_READ_JOBS,
+    PREFIXES_VARIABLE,
+    channel_prefix_problem,
+    ephemeral_storage_mb,
+)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = {"access": "public", "channel_prefixes": "dev,prod", "alarm_email": "ops@example.com"}
-PRIVATE = {"access": "private", "event_function_timeout": "120", "noncurrent_version_days": "10"}
+PRIVATE = {
+    "access": "private",
+    "event_function_timeout": "120",
+    "noncurrent_version_days": "10",
+    "read_jobs": "3",
+    "max_package_mb": "2000",
+}
+# A public channel at the bucket root: no channel_prefixes.
+PUBLIC_ROOT = {"access": "public"}
+CONTEXTS = {"private": PRIVATE, "public": PUBLIC, "public-root": PUBLIC_ROOT}
+# The account the state Deny must leave alone; the function roles are created in this stack, so in it.
+OWN_ACCOUNT = {"Ref": "AWS::AccountId"}
 
 
 @cache
 def template(mode: str) -> dict[str, Any]:
-    context = PUBLIC if mode == "public" else PRIVATE
     app = cdk.App()
     stack = ChannelStack(
-        app, f"Test{mode}", settings=ChannelSettings.from_context(context), code=lambda_.Code.from_inline("#")
+        app,
+        f"Test{mode.replace('-', '')}",
+        settings=ChannelSettings.from_context(CONTEXTS[mode]),
+        code=lambda_.Code.from_inline("#"),
     )
     return dict(Template.from_stack(stack).to_json())
 
@@ -39,7 +69,7 @@ def only(mode: str, kind: str) -> dict[str, Any]:
     return resource
 
 
-def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
+def statements(resource: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(resource["Properties"]["PolicyDocument"]["Statement"])
 
 
@@ -89,21 +119,114 @@ def test_private_bucket_blocks_all_public_access_and_grants_nothing_anonymous():
     }
     allowed = [s for s in statements(only("private", "AWS::S3::BucketPolicy")) if s["Effect"] == "Allow"]
     assert allowed == []
+    # Nobody outside the account can read anything, so there is no state folder to deny either.
+    assert all(
+        s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in statements(only("private", "AWS::S3::BucketPolicy"))
+    )
 
 
-def test_public_bucket_lets_anyone_get_objects_and_list_and_nothing_else():
-    properties = only("public", "AWS::S3::Bucket")["Properties"]
+def bucket_statement(mode: str, sid: str) -> dict[str, Any]:
+    (statement,) = [s for s in statements(only(mode, "AWS::S3::BucketPolicy")) if s.get("Sid") == sid]
+    return statement
+
+
+def object_patterns(mode: str, statement: dict[str, Any]) -> list[str]:
+    """The key patterns of a statement's object ARNs in the channel bucket (what follows `<bucket ARN>/`)."""
+    bucket = next(iter(resources(mode, "AWS::S3::Bucket")))
+    arns = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    patterns = []
+    for arn in arns:
+        bucket_arn, suffix = arn["Fn::Join"][1]
+        assert bucket_arn == {"Fn::GetAtt": [bucket, "Arn"]}
+        patterns.append(suffix.removeprefix("/"))
+    return sorted(patterns)
+
+
+@pytest.mark.parametrize("mode", ["public", "public-root"])
+def test_public_bucket_lets_anyone_get_objects_and_list_and_nothing_else(mode):
+    properties = only(mode, "AWS::S3::Bucket")["Properties"]
     assert properties["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
         "BlockPublicPolicy": False,
         "IgnorePublicAcls": True,
         "RestrictPublicBuckets": False,
     }
-    allowed = [s for s in statements(only("public", "AWS::S3::BucketPolicy")) if s["Effect"] == "Allow"]
+    allowed = [s for s in statements(only(mode, "AWS::S3::BucketPolicy")) if s["Effect"] == "Allow"]
     assert sorted((s["Principal"], s["Action"]) for s in allowed) == [
         ({"AWS": "*"}, "s3:GetObject"),
         ({"AWS": "*"}, "s3:ListBucket"),
     ]
+
+
+@pytest.mark.parametrize(("mode", "readable"), [("public", ["dev/*", "prod/*"]), ("public-root", ["*"])])
+def test_anonymous_reads_stop_at_the_channel_prefixes(mode, readable):
+    assert object_patterns(mode, bucket_statement(mode, "PublicReadChannel")) == readable
+
+
+def test_anonymous_listings_are_limited_to_the_channel_prefixes():
+    listing = bucket_statement("public", "PublicListChannel")
+    bucket = next(iter(resources("public", "AWS::S3::Bucket")))
+
+    assert listing["Resource"] == {"Fn::GetAtt": [bucket, "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dev/*", "prod/*"]}}
+
+
+def test_anonymous_listings_of_a_root_channel_cover_the_bucket():
+    # The channel is the whole bucket; a condition on s3:prefix would only refuse listings without a prefix.
+    assert "Condition" not in bucket_statement("public-root", "PublicListChannel")
+
+
+@pytest.mark.parametrize(
+    ("mode", "state"),
+    [("public", ["dev/*/.reindexer/*", "prod/*/.reindexer/*"]), ("public-root", ["*/.reindexer/*"])],
+)
+def test_the_indexer_state_under_every_readable_prefix_is_denied_to_anonymous_readers(mode, state):
+    deny = bucket_statement(mode, "PublicNeverReadsIndexerState")
+
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == {"AWS": "*"}
+    assert deny["Action"] == "s3:GetObject"
+    assert object_patterns(mode, deny) == state
+    readable = object_patterns(mode, bucket_statement(mode, "PublicReadChannel"))
+    assert [pattern.removesuffix("*") + "*/.reindexer/*" for pattern in readable] == state
+
+
+@pytest.mark.parametrize("mode", ["public", "public-root"])
+def test_the_state_deny_cannot_match_the_function_roles_or_anyone_in_the_account(mode):
+    # aws:PrincipalAccount is "anonymous" for unsigned requests and the caller's account otherwise, so
+    # this matches anonymous and other accounts' callers and never a role of this stack's own account.
+    deny = bucket_statement(mode, "PublicNeverReadsIndexerState")
+
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalAccount": OWN_ACCOUNT}}
+    for handler in (EVENT_HANDLER, REINDEX_HANDLER):
+        role = function(mode, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
+        assert template(mode)["Resources"][role]["Type"] == "AWS::IAM::Role"  # created in this account
+
+
+def test_the_state_deny_names_the_account_of_a_stack_with_an_explicit_environment():
+    app = cdk.App()
+    stack = ChannelStack(
+        app,
+        "Pinned",
+        settings=ChannelSettings.from_context(PUBLIC),
+        code=lambda_.Code.from_inline("#"),
+        env=cdk.Environment(account="123456789012", region="eu-central-1"),
+    )
+    policy = Template.from_stack(stack).find_resources("AWS::S3::BucketPolicy")
+    (deny,) = [
+        s for p in policy.values() for s in statements(p) if s.get("Sid") == "PublicNeverReadsIndexerState"
+    ]
+
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalAccount": "123456789012"}}
+
+
+@pytest.mark.parametrize("mode", ["public", "public-root"])
+def test_the_only_anonymous_deny_besides_tls_is_the_state_deny(mode):
+    denies = [s for s in statements(only(mode, "AWS::S3::BucketPolicy")) if s["Effect"] == "Deny"]
+    others = [s for s in denies if s["Condition"] != {"Bool": {"aws:SecureTransport": "false"}}]
+
+    assert [s["Sid"] for s in others] == ["PublicNeverReadsIndexerState"]
 
 
 @pytest.mark.parametrize("mode", ["private", "public"])
@@ -197,7 +320,7 @@ def test_function_timeouts_come_from_the_settings():
     assert function("private", REINDEX_HANDLER)["Properties"]["Timeout"] == 900
 
 
-@pytest.mark.parametrize("mode", ["private", "public"])
+@pytest.mark.parametrize("mode", ["private", "public", "public-root"])
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
 def test_each_function_environment_holds_every_variable_its_handler_reads(mode, handler):
     environment = function(mode, handler)["Properties"]["Environment"]["Variables"]
@@ -208,7 +331,25 @@ def test_each_function_environment_holds_every_variable_its_handler_reads(mode, 
         assert environment[PREFIXES_VARIABLE] == "dev,prod"
     else:
         assert PREFIXES_VARIABLE not in environment
+    assert environment[ACCESS_VARIABLE] == CONTEXTS[mode]["access"]
     assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "Reindexer"
+
+
+@pytest.mark.parametrize(
+    ("mode", "read_jobs", "max_package_mb"),
+    [("private", 3, 2000), ("public", DEFAULT_READ_JOBS, DEFAULT_MAX_PACKAGE_MB)],
+)
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_functions_read_as_many_packages_at_once_as_their_tmp_can_hold(
+    mode, read_jobs, max_package_mb, handler
+):
+    properties = function(mode, handler)["Properties"]
+    environment = properties["Environment"]["Variables"]
+
+    assert environment[JOBS_VARIABLE] == str(read_jobs)
+    assert environment[MAX_PACKAGE_VARIABLE] == str(max_package_mb)
+    assert properties["EphemeralStorage"] == {"Size": ephemeral_storage_mb(read_jobs, max_package_mb)}
+    assert properties["EphemeralStorage"]["Size"] >= read_jobs * max_package_mb
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
@@ -246,15 +387,30 @@ def managed_policy(mode: str, description_start: str) -> dict[str, Any]:
     return policy
 
 
-def test_publisher_policy_allows_package_uploads_into_the_channels_and_nothing_else():
-    (statement,) = statements(managed_policy("public", "Upload"))
+@pytest.mark.parametrize(
+    ("mode", "packages"),
+    [
+        ("public", ["dev/*/*.conda", "dev/*/*.tar.bz2", "prod/*/*.conda", "prod/*/*.tar.bz2"]),
+        ("private", ["*/*.conda", "*/*.tar.bz2"]),
+    ],
+)
+def test_publisher_policy_allows_package_uploads_into_the_channels_and_nothing_else(mode, packages):
+    (statement,) = statements(managed_policy(mode, "Upload"))
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
-    patterns = sorted(flat(r) for r in statement["Resource"])
-    assert len(patterns) == 4
-    for prefix in ("dev", "prod"):
-        for suffix in (".conda", ".tar.bz2"):
-            assert any(f"/{prefix}/*/*{suffix}" in p for p in patterns)
+    assert object_patterns(mode, statement) == packages
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_publishers_cannot_upload_packages_the_indexer_could_not_read(mode):
+    # Archived storage classes need a restore before a GET, and SSE-C needs the uploader's key. IfExists
+    # and Null keep plain uploads (no storage-class header, no SSE-C headers) allowed.
+    (statement,) = statements(managed_policy(mode, "Upload"))
+
+    assert statement["Condition"] == {
+        "StringEqualsIfExists": {"s3:x-amz-storage-class": "STANDARD"},
+        "Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "true"},
+    }
 
 
 def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters():
@@ -317,6 +473,12 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         ({"event_function_timeout": "901"}, "event_function_timeout"),
         ({"reindex_function_memory": "lots"}, "reindex_function_memory"),
         ({"noncurrent_version_days": "0"}, "noncurrent_version_days"),
+        ({"read_jobs": "0"}, "read_jobs"),
+        ({"read_jobs": str(MAX_READ_JOBS + 1)}, "read_jobs"),
+        ({"read_jobs": "many"}, "read_jobs"),
+        ({"max_package_mb": "0"}, "max_package_mb"),
+        ({"max_package_mb": str(MAX_PACKAGE_MB_LIMIT + 1)}, "max_package_mb"),
+        ({"channel_prefixes": "dev/.hidden"}, "channel_prefixes"),
     ],
 )
 def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):
@@ -326,6 +488,61 @@ def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):
     message = str(raised.value)
     assert key in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "prefix", [".hidden", "dev/.reindexer", "a//b", "dev/../prod", "with space", "x" * 257]
+)
+def test_channel_prefixes_follow_the_indexers_own_prefix_rule(prefix):
+    problem = channel_prefix_problem(prefix)
+    assert problem is not None
+
+    with pytest.raises(SettingsError) as raised:
+        ChannelSettings.from_context({"channel_prefixes": json.dumps([prefix])})
+
+    assert str(raised.value) == f"channel_prefixes: {prefix!r} {problem}"
+
+
+@pytest.mark.parametrize("prefixes", ["dev,prod", "org/team-a,org/team_b", "a!b*c'(d).e"])
+def test_channel_prefixes_the_indexer_accepts_are_accepted(prefixes):
+    settings = ChannelSettings.from_context({"channel_prefixes": prefixes})
+
+    assert settings.channel_prefixes == tuple(sorted(prefixes.split(",")))
+
+
+def test_read_jobs_and_package_size_that_need_more_tmp_than_lambda_has_fail_synth_naming_both():
+    with pytest.raises(SettingsError) as raised:
+        ChannelSettings.from_context({"read_jobs": "16", "max_package_mb": "1024"})
+
+    message = str(raised.value)
+    assert "read_jobs=16" in message
+    assert "max_package_mb=1024" in message
+    assert str(LAMBDA_MAX_EPHEMERAL_MB) in message
+    assert "\n" not in message
+
+
+def test_the_most_tmp_lambda_allows_is_accepted_and_one_more_job_is_not():
+    fits = max(
+        jobs
+        for jobs in range(1, MAX_READ_JOBS + 1)
+        if ephemeral_storage_mb(jobs, 1024) <= LAMBDA_MAX_EPHEMERAL_MB
+    )
+
+    settings = ChannelSettings.from_context({"read_jobs": str(fits), "max_package_mb": "1024"})
+
+    assert settings.ephemeral_storage_mb == ephemeral_storage_mb(fits, 1024) <= LAMBDA_MAX_EPHEMERAL_MB
+    with pytest.raises(SettingsError, match="read_jobs"):
+        ChannelSettings.from_context({"read_jobs": str(fits + 1), "max_package_mb": "1024"})
+
+
+def test_cdk_json_lists_every_setting_with_its_default():
+    context = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
+    defaults = ChannelSettings()
+
+    assert set(CONTEXT_KEYS) | {"stack_name"} == set(context)
+    assert ChannelSettings.from_context(context) == defaults
+    assert context["read_jobs"] == DEFAULT_READ_JOBS
+    assert context["max_package_mb"] == DEFAULT_MAX_PACKAGE_MB
 
 
 # --- the app -------------------------------------------------------------------------------------------
@@ -348,6 +565,29 @@ def test_app_refuses_bad_settings_before_building_anything():
 
     with pytest.raises(SettingsError, match="access"):
         build_app({"access": "open"})
+
+
+def test_app_refuses_more_tmp_than_lambda_has():
+    from app import build_app
+
+    with pytest.raises(SettingsError, match=r"read_jobs=.*max_package_mb=.*10240"):
+        build_app({"read_jobs": "64", "max_package_mb": "1024"})
+
+
+def test_app_passes_read_jobs_and_package_size_from_the_context_to_the_functions():
+    from app import build_app
+
+    app = build_app({"read_jobs": "2", "max_package_mb": "100", "aws:cdk:bundling-stacks": []})
+    stack = app.node.find_child("CondaChannel")
+    assert isinstance(stack, cdk.Stack)
+    functions = Template.from_stack(stack).find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Environment": {"Variables": {JOBS_VARIABLE: "2"}}}}
+    )
+
+    assert len(functions) == 2
+    for found in functions.values():
+        assert found["Properties"]["Environment"]["Variables"][MAX_PACKAGE_VARIABLE] == "100"
+        assert found["Properties"]["EphemeralStorage"] == {"Size": ephemeral_storage_mb(2, 100)}
 
 
 def test_reader_policy_reads_the_channels_and_nothing_else():
