@@ -548,7 +548,7 @@ def test_cdk_json_lists_every_setting_with_its_default():
 # --- the app -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("context", [PRIVATE, PUBLIC])
+@pytest.mark.parametrize("context", [PRIVATE, PUBLIC, PUBLIC_ROOT])
 def test_app_synthesizes_with_every_cdk_nag_finding_fixed_or_acknowledged(context, tmp_path):
     from app import build_app
 
