@@ -1,6 +1,7 @@
 """Settings of the Lambda handlers, read once from environment variables and validated.
 
-The S3 endpoint for S3-compatible and local use is not ours to configure: boto3 reads its own
+The variable names, defaults and limits are the ones the CDK stack sets (reindexer.contract). The S3
+endpoint for S3-compatible and local use is not ours to configure: boto3 reads its own
 AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
 """
 
@@ -10,14 +11,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .indexer import DEFAULT_JOBS
+from .contract import (
+    ACCESS_MODES,
+    ACCESS_VARIABLE,
+    BUCKET_VARIABLE,
+    DEFAULT_MAX_PACKAGE_MB,
+    DEFAULT_READ_JOBS,
+    JOBS_VARIABLE,
+    MAX_AGE_VARIABLE,
+    MAX_PACKAGE_MB_LIMIT,
+    MAX_PACKAGE_VARIABLE,
+    MAX_READ_JOBS,
+    PREFIXES_VARIABLE,
+    channel_prefix_problem,
+)
 from .publication import DEFAULT_REPODATA_MAX_AGE
 
-BUCKET_VARIABLE = "CHANNEL_BUCKET"
-MAX_AGE_VARIABLE = "REPODATA_MAX_AGE"
-JOBS_VARIABLE = "READ_JOBS"
-PREFIXES_VARIABLE = "CHANNEL_PREFIXES"
-MAX_JOBS = 64
+MAX_REPODATA_MAX_AGE = 31536000  # one year, the longest max-age caches are asked to honour
+DEFAULT_ACCESS = "public"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
@@ -27,33 +38,79 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class HandlerSettings:
-    """CHANNEL_BUCKET: the deployed bucket (the full reindex's default; events name their own bucket).
+    """CHANNEL_BUCKET: the deployed bucket, the only one the handlers act on (required).
     REPODATA_MAX_AGE: Cache-Control max-age of repodata files in seconds (default 60).
     READ_JOBS: packages read in parallel (default 8, at most 64).
-    CHANNEL_PREFIXES: comma-separated channel prefixes to index ('' for the bucket root); unset: any."""
+    CHANNEL_PREFIXES: comma-separated channel prefixes to index ('' for the bucket root); unset: any.
+    MAX_PACKAGE_MB: package files larger than this are rejected unread (default 1024).
+    CHANNEL_ACCESS: 'private' (repodata Cache-Control private) or 'public' (default)."""
 
-    bucket: str | None
+    bucket: str
     repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
-    read_jobs: int = DEFAULT_JOBS
+    read_jobs: int = DEFAULT_READ_JOBS
     channel_prefixes: frozenset[str] | None = None
+    max_package_mb: int = DEFAULT_MAX_PACKAGE_MB
+    private: bool = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> HandlerSettings:
-        bucket = environ.get(BUCKET_VARIABLE, "").strip() or None
-        if bucket is not None and (not _BUCKET_NAME.match(bucket) or ".." in bucket):
-            raise ConfigurationError(f"{BUCKET_VARIABLE}={bucket!r} is not a valid S3 bucket name")
-        prefixes = environ.get(PREFIXES_VARIABLE)
         return cls(
-            bucket=bucket,
-            repodata_max_age=_whole_number(environ, MAX_AGE_VARIABLE, DEFAULT_REPODATA_MAX_AGE, 0, 31536000),
-            read_jobs=_whole_number(environ, JOBS_VARIABLE, DEFAULT_JOBS, 1, MAX_JOBS),
-            channel_prefixes=None
-            if prefixes is None
-            else frozenset(prefix.strip().strip("/") for prefix in prefixes.split(",")),
+            bucket=_bucket(environ),
+            repodata_max_age=_whole_number(
+                environ, MAX_AGE_VARIABLE, DEFAULT_REPODATA_MAX_AGE, 0, MAX_REPODATA_MAX_AGE
+            ),
+            read_jobs=_whole_number(environ, JOBS_VARIABLE, DEFAULT_READ_JOBS, 1, MAX_READ_JOBS),
+            channel_prefixes=_channel_prefixes(environ),
+            max_package_mb=_whole_number(
+                environ, MAX_PACKAGE_VARIABLE, DEFAULT_MAX_PACKAGE_MB, 1, MAX_PACKAGE_MB_LIMIT
+            ),
+            private=_access(environ) == "private",
         )
 
+    @property
+    def max_package_bytes(self) -> int:
+        return self.max_package_mb * 1024 * 1024
+
     def manages(self, channel: str) -> bool:
+        """Whether the handlers may index `channel`: a valid prefix, and one of CHANNEL_PREFIXES if set."""
+        if channel_prefix_problem(channel) is not None:
+            return False
         return self.channel_prefixes is None or channel in self.channel_prefixes
+
+
+def _bucket(environ: Mapping[str, str]) -> str:
+    bucket = environ.get(BUCKET_VARIABLE, "").strip()
+    if not bucket:
+        # Events name their own bucket; without this setting anyone able to invoke the function or write
+        # to its queue could point it at another bucket the role can reach.
+        raise ConfigurationError(f"{BUCKET_VARIABLE} is not set: it must name the channel bucket")
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+        raise ConfigurationError(f"{BUCKET_VARIABLE}={bucket!r} is not a valid S3 bucket name")
+    return bucket
+
+
+def _channel_prefixes(environ: Mapping[str, str]) -> frozenset[str] | None:
+    text = environ.get(PREFIXES_VARIABLE)
+    if text is None:
+        return None
+    prefixes = set()
+    for entry in text.split(","):
+        # Surrounding spaces and slashes are forgiven ('/' alone is the bucket root); what remains must
+        # be a channel prefix by the same rule the stack, the CLI and the events are held to.
+        prefix = entry.strip().strip("/")
+        if problem := channel_prefix_problem(prefix):
+            raise ConfigurationError(f"{PREFIXES_VARIABLE} entry {prefix!r} {problem}")
+        prefixes.add(prefix)
+    return frozenset(prefixes)
+
+
+def _access(environ: Mapping[str, str]) -> str:
+    text = environ.get(ACCESS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_ACCESS
+    if text not in ACCESS_MODES:
+        raise ConfigurationError(f"{ACCESS_VARIABLE}={text!r} must be one of {', '.join(ACCESS_MODES)}")
+    return text
 
 
 def _whole_number(environ: Mapping[str, str], name: str, default: int, lowest: int, highest: int) -> int:

@@ -68,12 +68,17 @@ def parse_event(event: Mapping[str, Any]) -> ParsedEvent:
 def locate(key: str) -> PackageLocation | None:
     """Channel, subdir and file name of a package key `<channel>/<subdir>/<file>`; None for other keys.
 
-    The channel may be empty (the bucket root) or nested (`org/dev`); the subdir must be a known one.
+    The channel may be empty (the bucket root) or nested (`org/dev`); the subdir must be a known one. The
+    channel is the key's text as it is, not checked: callers hold it to contract.channel_prefix_problem.
     """
     parts = key.split("/")
     if len(parts) < 2 or package_extension(parts[-1]) is None or parts[-2] not in KNOWN_SUBDIRS:
         return None
-    return PackageLocation(channel="/".join(parts[:-2]), subdir=parts[-2], filename=parts[-1])
+    channel_parts = parts[:-2]
+    # `/noarch/x.conda` is not at the bucket root: its channel is one empty segment, which joined would
+    # read as '' (the root). Keep the '/' so the channel check sees the empty segment.
+    channel = "/" if channel_parts == [""] else "/".join(channel_parts)
+    return PackageLocation(channel=channel, subdir=parts[-2], filename=parts[-1])
 
 
 def _notices_of(message: Mapping[str, Any]) -> Iterator[ObjectNotice]:

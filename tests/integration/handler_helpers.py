@@ -1,10 +1,11 @@
-"""Building Lambda events from the fixtures in tests/events, and a fake Lambda context."""
+"""Building Lambda events from the fixtures in tests/events, and fake Lambda contexts."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,8 @@ def eventbridge_event(bucket: str, key: str, *, deleted: bool = False, encode: b
 
 @dataclass
 class FakeContext:
-    """What the handlers and Powertools read from a LambdaContext."""
+    """What the handlers and Powertools read from a LambdaContext. Its time stands still unless a test
+    moves it with `advance`."""
 
     remaining_millis: int = 600_000
     function_name: str = "reindexer-handler"
@@ -79,3 +81,20 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_millis
+
+    def advance(self, seconds: float) -> None:
+        self.remaining_millis = max(0, self.remaining_millis - round(seconds * 1000))
+
+    @property
+    def seconds_left(self) -> float:
+        return self.remaining_millis / 1000
+
+
+@dataclass
+class RunningContext(FakeContext):
+    """A context whose remaining time runs down with the wall clock from its creation, as Lambda's does."""
+
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self.remaining_millis - round((time.monotonic() - self.started) * 1000))

@@ -1,10 +1,12 @@
 """The Lambda handlers called directly on in-process moto: package events in every shape, batch item failures,
+what events and requests may not make them do, per-subdir isolation, the package-event handler's deadline,
 and the full reindex with its request validation, dry runs and time budget."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +21,24 @@ from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, package_files
 from reindexer.config import ConfigurationError
 from reindexer.handlers import full_reindex, package_events, runtime
-from reindexer.handlers.package_events import TransientIndexingError
+from reindexer.handlers.package_events import (
+    END_MARGIN_SECONDS,
+    MIN_UPDATE_SECONDS,
+    READ_SHARE,
+    WAIT_SHARE,
+    TransientIndexingError,
+)
 from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import join_key
-from reindexer.notifications import MalformedEventError
+from reindexer.notifications import MalformedEventError, parse_event
+from reindexer.reports import SubdirReport
 from reindexer.storage.s3 import S3Store
 from reindexer.store import StoredObject, TransientStoreError
 from tests.common import sha256_hex
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.handler_helpers import (
     FakeContext,
+    RunningContext,
     direct_s3_event,
     eventbridge_event,
     load_event,
@@ -40,7 +50,16 @@ from tests.integration.helpers import all_records, get_repodata
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
-ENV_VARIABLES = ("CHANNEL_BUCKET", "REPODATA_MAX_AGE", "READ_JOBS", "CHANNEL_PREFIXES")
+ENV_VARIABLES = (
+    "CHANNEL_BUCKET",
+    "REPODATA_MAX_AGE",
+    "READ_JOBS",
+    "CHANNEL_PREFIXES",
+    "MAX_PACKAGE_MB",
+    "CHANNEL_ACCESS",
+)
+# The longest quote of event text a reason may hold (runtime.QUOTE_LIMIT), plus its fixed words.
+LONGEST_REASON = 160
 
 # Left out of the first index, "uploaded" by the tests. Three have a '+' in their version; the event
 # fixtures in tests/events name the first three.
@@ -191,21 +210,39 @@ def failures(result: dict[str, Any]) -> list[str]:
 
 
 class LogRecorder:
-    """What a handler's Powertools logger was asked to log, as (level, message, extra)."""
+    """What a handler's Powertools logger was asked to log, as (level, message, extra); for
+    logger.exception also the exception being handled at the call, whose traceback the line would carry."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, logger: Any) -> None:
         self.entries: list[tuple[str, str, dict[str, Any]]] = []
-        for level in ("info", "warning", "error"):
+        self.exceptions: list[tuple[str, BaseException | None]] = []
+        for level in ("info", "warning", "error", "exception"):
             monkeypatch.setattr(logger, level, self._recorder(level))
 
     def _recorder(self, level: str) -> Any:
         def record(message: object, *args: Any, extra: dict[str, Any] | None = None, **kwargs: Any) -> None:
             self.entries.append((level, str(message), extra or {}))
+            if level == "exception":
+                self.exceptions.append((str(message), sys.exc_info()[1]))
 
         return record
 
     def extras(self, message: str) -> list[dict[str, Any]]:
         return [extra for _, logged, extra in self.entries if logged == message]
+
+
+class MetricRecorder:
+    """The metrics a handler adds, summed by name (they are still added, so Powertools flushes them)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.totals: dict[str, float] = {}
+        original = runtime.metrics.add_metric
+
+        def add_metric(name: str, unit: Any, value: float, **kwargs: Any) -> None:
+            self.totals[name] = self.totals.get(name, 0) + value
+            original(name=name, unit=unit, value=value, **kwargs)
+
+        monkeypatch.setattr(runtime.metrics, "add_metric", add_metric)
 
 
 def fail_downloads_of(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
@@ -523,6 +560,330 @@ def test_package_event_handler_with_bad_setting_raises_one_line_configuration_er
     assert "\n" not in str(raised.value)
 
 
+# --- what a package event may not make the handler do ------------------------------------------------
+
+
+def test_notice_for_another_bucket_is_ignored_acknowledged_and_counted(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture names NEW_LINUX in someone else's bucket; the same key sits unindexed in ours."""
+    logs = LogRecorder(monkeypatch, runtime.logger)
+    opened: list[str] = []
+    original_store_for = package_events.store_for
+
+    def store_for(name: str) -> S3Store:
+        opened.append(name)
+        return original_store_for(name)
+
+    monkeypatch.setattr(package_events, "store_for", store_for)
+    bucket.upload(NEW_LINUX)
+    before = bucket.snapshot()
+
+    result = package_event(load_event("sqs_s3_other_bucket.json"))
+
+    assert result == {"batchItemFailures": []}
+    assert opened == []
+    assert bucket.snapshot() == before
+    assert logs.extras("ignored notices") == [
+        {"ignored": {"bucket 'someone-elses-bucket' is not CHANNEL_BUCKET": 1}}
+    ]
+
+
+def test_notices_for_another_bucket_do_not_stop_the_rest_of_the_batch(bucket: Bucket) -> None:
+    bucket.upload(NEW_LINUX)
+    bucket.upload(NEW_WIN)
+    foreign = load_event("sqs_s3_other_bucket.json")["Records"][0]
+
+    result = package_event(sqs_batch(foreign, message_for(NEW_WIN, "ours")))
+
+    assert result == {"batchItemFailures": []}
+    bucket.assert_indexed(NEW_WIN)
+    assert NEW_LINUX.split("/")[1] not in bucket.records("linux-64")
+
+
+def test_direct_event_for_another_bucket_with_a_hostile_name_is_ignored_with_a_short_reason(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = LogRecorder(monkeypatch, runtime.logger)
+    hostile = "x" * 5000 + "\nINFO forged log line"
+    bucket.upload(NEW_LINUX)
+    before = bucket.snapshot()
+
+    result = package_event(direct_s3_event(hostile, NEW_LINUX))
+
+    assert result == {"subdirs": 0}
+    assert bucket.snapshot() == before
+    ((reason, count),) = logs.extras("ignored notices")[0]["ignored"].items()
+    assert count == 1
+    assert reason.startswith("bucket 'xxx")
+    assert "\n" not in reason
+    assert "forged" not in reason
+    assert len(reason) <= LONGEST_REASON
+
+
+def test_keys_whose_channel_breaks_the_prefix_rule_are_ignored_acknowledged_and_counted(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`..`, doubled or leading slashes, hidden segments, control characters, line breaks, 300 characters:
+    each key names a real package object, so acting on any of them would write an index somewhere."""
+    logs = LogRecorder(monkeypatch, runtime.logger)
+    event = load_event("sqs_s3_bad_channel_keys.json")
+    package = bucket.files[NEW_LINUX].read_bytes()
+    keys = [notice.key for notice in parse_event(event).notices]
+    for key in keys:
+        bucket.put(key, package)
+    before = bucket.snapshot()
+    assert set(keys) <= set(before)  # moto kept every one of these keys
+
+    result = package_event(event)
+
+    assert result == {"batchItemFailures": []}
+    assert bucket.snapshot() == before
+    (ignored,) = logs.extras("ignored notices")
+    assert sum(ignored["ignored"].values()) == len(event["Records"])
+    for reason in ignored["ignored"]:
+        assert reason.startswith("channel ")
+        assert "\n" not in reason
+        assert "\x07" not in reason
+        assert len(reason) <= LONGEST_REASON
+    assert ignored["ignored"]["channel has a segment starting with '.' ('..')"] == 2
+
+
+def test_key_with_a_leading_slash_is_not_taken_for_the_bucket_root(bucket: Bucket) -> None:
+    """S3 keeps `/linux-64/x.conda` and `linux-64/x.conda` apart; the first is in no valid channel."""
+    name = NEW_LINUX.split("/")[1]
+    bucket.upload(NEW_LINUX)
+    bucket.put(f"/{NEW_LINUX}", bucket.files[NEW_LINUX].read_bytes())
+
+    assert package_event(sqs_batch(message_for(f"/{NEW_LINUX}", "m"))) == {"batchItemFailures": []}
+
+    assert name not in bucket.records("linux-64")
+
+
+# --- one subdir's failure is that subdir's alone -------------------------------------------------------
+
+
+def crash_updates_of(monkeypatch: pytest.MonkeyPatch, subdir: str) -> None:
+    """A bug in the core that only `subdir`'s update runs into."""
+    original = package_events.update_subdir
+
+    def update_subdir(store: Any, channel: str, name: str, filenames: Any, options: Any) -> Any:
+        if name == subdir:
+            raise KeyError("a bug deep in the core\nwith a second line")
+        return original(store, channel, name, filenames, options)
+
+    monkeypatch.setattr(package_events, "update_subdir", update_subdir)
+
+
+def test_a_crash_in_one_subdir_fails_only_its_messages_and_the_other_subdirs_are_updated(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = LogRecorder(monkeypatch, runtime.logger)
+    metrics = MetricRecorder(monkeypatch)
+    for key in (NEW_LINUX, NEW_LINUX_PLUS, NEW_NOARCH_PLUS, NEW_WIN):
+        bucket.upload(key)
+    crash_updates_of(monkeypatch, "linux-64")
+    event = sqs_batch(
+        message_for(NEW_NOARCH_PLUS, "before"),
+        message_for(NEW_LINUX, "crash-1"),
+        message_for(NEW_LINUX_PLUS, "crash-2"),
+        message_for(NEW_WIN, "after"),
+    )
+
+    result = package_event(event)
+
+    assert failures(result) == ["crash-1", "crash-2"]
+    bucket.assert_indexed(NEW_NOARCH_PLUS)
+    bucket.assert_indexed(NEW_WIN)
+    assert NEW_LINUX.split("/")[1] not in bucket.records("linux-64")
+    # logged once, with the traceback of the crash; counted once
+    assert [(message, type(error)) for message, error in logs.exceptions] == [
+        ("subdir update failed", KeyError)
+    ]
+    (line,) = logs.extras("subdir update failed")
+    assert line["subdir"] == "linux-64"
+    assert line["error"] == "internal error (KeyError); the traceback is in the log"
+    assert metrics.totals["SubdirUpdateFailures"] == 1
+
+
+def test_a_crash_in_a_direct_invocation_raises_naming_only_the_subdir(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket.upload(NEW_LINUX)
+    bucket.upload(NEW_WIN)
+    crash_updates_of(monkeypatch, "linux-64")
+
+    with pytest.raises(TransientIndexingError) as raised:
+        package_event(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN))
+
+    assert str(raised.value) == "could not finish updating linux-64; the invocation will be retried"
+    bucket.assert_indexed(NEW_WIN)
+
+
+# --- the package-event handler's deadline ------------------------------------------------------------
+
+
+class TimedUpdates:
+    """update_subdir taking a known time on the context's clock, recording what each update was given."""
+
+    def __init__(self, context: FakeContext, seconds: dict[str, float]) -> None:
+        self.context = context
+        self.seconds = seconds
+        # (subdir, seconds left at its start, lease wait, read deadline's distance from now)
+        self.started: list[tuple[str, float, float, float]] = []
+
+    def __call__(self, store: Any, channel: str, subdir: str, filenames: Any, options: IndexOptions) -> Any:
+        assert options.deadline is not None
+        until_deadline = options.deadline - time.monotonic()
+        self.started.append((subdir, self.context.seconds_left, options.lease.wait, until_deadline))
+        self.context.advance(self.seconds[subdir])
+        return SubdirReport(subdir, added=sorted(filenames), written=True)
+
+    @property
+    def subdirs(self) -> list[str]:
+        return [subdir for subdir, *_ in self.started]
+
+
+# One message per subdir, in this order, named after the subdir.
+TIMED_KEYS = {"linux-64": NEW_LINUX, "noarch": NEW_NOARCH_PLUS, "osx-arm64": NEW_OSX_PLUS, "win-64": NEW_WIN}
+
+
+def run_timed(
+    monkeypatch: pytest.MonkeyPatch, seconds_left: float, seconds: dict[str, float]
+) -> tuple[dict[str, Any], FakeContext, TimedUpdates]:
+    context = FakeContext(remaining_millis=round(seconds_left * 1000))
+    updates = TimedUpdates(context, seconds)
+    monkeypatch.setattr(package_events, "update_subdir", updates)
+    event = sqs_batch(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items() if subdir in seconds))
+    result: dict[str, Any] = package_events.handler(event, context)
+    return result, context, updates
+
+
+def test_with_4_seconds_left_no_subdir_update_starts_and_every_message_comes_back(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old handler started all four 2-second updates with 4 s left and ran 8 s, past the timeout."""
+    logs = LogRecorder(monkeypatch, runtime.logger)
+
+    result, context, updates = run_timed(monkeypatch, 4.0, dict.fromkeys(TIMED_KEYS, 2.0))
+
+    assert updates.subdirs == []
+    assert sorted(failures(result)) == sorted(TIMED_KEYS)
+    assert context.seconds_left == 4.0
+    (postponed,) = logs.extras("subdirs not started for lack of time")
+    assert postponed["subdirs"] == list(TIMED_KEYS)
+
+
+def test_subdirs_start_while_the_reserve_fits_and_the_rest_come_back(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each update takes exactly the minimum reserve: three fit before the margin, the fourth does not."""
+    seconds_left = END_MARGIN_SECONDS + 3 * MIN_UPDATE_SECONDS + 0.5
+
+    result, context, updates = run_timed(
+        monkeypatch, seconds_left, dict.fromkeys(TIMED_KEYS, MIN_UPDATE_SECONDS)
+    )
+
+    assert updates.subdirs == ["linux-64", "noarch", "osx-arm64"]
+    assert failures(result) == ["win-64"]
+    assert context.seconds_left == pytest.approx(END_MARGIN_SECONDS + 0.5)
+
+
+def test_the_longest_update_so_far_raises_the_reserve(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a slow subdir, the next one is not started on the minimum reserve alone."""
+    slow = 2 * MIN_UPDATE_SECONDS
+    seconds_left = END_MARGIN_SECONDS + slow + MIN_UPDATE_SECONDS + 0.5  # enough for the minimum, not `slow`
+
+    result, context, updates = run_timed(
+        monkeypatch, seconds_left, {"linux-64": slow, "noarch": 0.1, "osx-arm64": 0.1}
+    )
+
+    assert updates.subdirs == ["linux-64"]
+    assert failures(result) == ["noarch", "osx-arm64"]
+    assert context.seconds_left >= END_MARGIN_SECONDS
+
+
+def test_each_update_waits_and_reads_only_within_the_time_left_at_its_start(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seconds_left = 60.0
+
+    result, _, updates = run_timed(monkeypatch, seconds_left, {"linux-64": 20.0, "noarch": 5.0})
+
+    assert failures(result) == []
+    (first, first_left, first_wait, first_read), (second, second_left, second_wait, second_read) = (
+        updates.started
+    )
+    assert (first, second) == ("linux-64", "noarch")
+    assert (first_left, second_left) == (60.0, 40.0)
+    for left, wait, read in ((first_left, first_wait, first_read), (second_left, second_wait, second_read)):
+        budget = left - END_MARGIN_SECONDS
+        assert wait == pytest.approx(budget * WAIT_SHARE)
+        assert 0 < read <= budget * READ_SHARE
+    assert second_read < first_read - 10  # computed from the time left then, not at the invocation's start
+
+
+def test_a_direct_invocation_without_time_for_a_subdir_raises_so_lambda_retries(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = FakeContext(remaining_millis=round((END_MARGIN_SECONDS + MIN_UPDATE_SECONDS + 1) * 1000))
+    updates = TimedUpdates(context, {"linux-64": MIN_UPDATE_SECONDS, "win-64": MIN_UPDATE_SECONDS})
+    monkeypatch.setattr(package_events, "update_subdir", updates)
+
+    with pytest.raises(TransientIndexingError) as raised:
+        package_events.handler(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN), context)
+
+    assert updates.subdirs == ["linux-64"]
+    assert "win-64" in str(raised.value)
+    assert "linux-64" not in str(raised.value)
+
+
+def test_with_4_seconds_left_on_the_wall_clock_the_handler_returns_in_time_and_writes_nothing(
+    bucket: Bucket,
+) -> None:
+    """The real core on moto, Lambda's clock running: nothing is started that could overrun."""
+    for key in TIMED_KEYS.values():
+        bucket.upload(key)
+    before = bucket.snapshot()
+    context = RunningContext(remaining_millis=4000)
+
+    result = package_events.handler(
+        sqs_batch(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items())), context
+    )
+
+    assert context.get_remaining_time_in_millis() > 0
+    assert sorted(failures(result)) == sorted(TIMED_KEYS)
+    assert bucket.snapshot() == before
+
+
+# --- settings reach the core ---------------------------------------------------------------------------
+
+
+def test_max_package_mb_and_channel_access_reach_the_index_options(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, MAX_PACKAGE_MB="5", CHANNEL_ACCESS="private")
+    given: list[IndexOptions] = []
+    original = package_events.update_subdir
+
+    def update_subdir(store: Any, channel: str, subdir: str, filenames: Any, options: IndexOptions) -> Any:
+        given.append(options)
+        return original(store, channel, subdir, filenames, options)
+
+    monkeypatch.setattr(package_events, "update_subdir", update_subdir)
+    bucket.upload(NEW_LINUX)
+
+    assert package_event(sqs_batch(message_for(NEW_LINUX, "m"))) == {"batchItemFailures": []}
+
+    (options,) = given
+    assert options.max_package_bytes == 5 * 1024 * 1024
+    assert options.settings.private is True
+    head = bucket.client.head_object(Bucket=MOTO_BUCKET, Key="linux-64/repodata.json")
+    assert head["CacheControl"] == "private, max-age=60"
+
+
 # --- full reindex --------------------------------------------------------------------------------------
 
 
@@ -584,7 +945,18 @@ def test_full_reindex_after_events_has_nothing_to_do(bucket: Bucket) -> None:
         {"channel": "", "force": "yes"},
         {"channel": "", "dry_run": 1},
         {"channel": "", "bucket": ""},
+        {"channel": "", "bucket": "other-bucket"},
+        {"channel": "", "bucket": ["channel-bucket"]},
         "my-channel",
+        {"channel": "../x"},
+        {"channel": "org/../dev"},
+        {"channel": "org//dev"},
+        {"channel": ".reindexer"},
+        {"channel": "dev\nINFO forged log line"},
+        {"channel": "dev\x00"},
+        {"channel": "x" * 5000},
+        {"channel": "", "subdirs": ["linux-64", "x" * 5000 + "\nforged"]},
+        {"channel": "", "x" * 5000 + "\nforged": True},
     ],
     ids=[
         "missing-channel",
@@ -595,10 +967,21 @@ def test_full_reindex_after_events_has_nothing_to_do(bucket: Bucket) -> None:
         "force-not-bool",
         "dry-run-not-bool",
         "empty-bucket",
+        "other-bucket",
+        "bucket-not-a-string",
         "string-event",
+        "dot-dot-channel",
+        "dot-dot-inside-channel",
+        "doubled-slash-channel",
+        "hidden-channel",
+        "line-break-in-channel",
+        "control-character-in-channel",
+        "huge-channel",
+        "huge-subdir-name",
+        "huge-field-name",
     ],
 )
-def test_bad_request_returns_ok_false_with_a_one_line_error(empty_bucket: Bucket, event: Any) -> None:
+def test_bad_request_returns_ok_false_with_a_short_one_line_error(empty_bucket: Bucket, event: Any) -> None:
     empty_bucket.upload(NEW_LINUX)
     before = empty_bucket.snapshot()
 
@@ -609,19 +992,51 @@ def test_bad_request_returns_ok_false_with_a_one_line_error(empty_bucket: Bucket
     assert isinstance(result["error"], str)
     assert result["error"]
     assert "\n" not in result["error"]
+    assert len(result["error"]) <= LONGEST_REASON, result["error"]
     assert empty_bucket.snapshot() == before
 
 
-def test_request_without_bucket_and_without_channel_bucket_is_a_bad_request(
-    empty_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("channel", "reason"),
+    [
+        ("../x", "has a segment starting with '.'"),
+        ("org//dev", "has an empty segment"),
+        ("team a", "may only hold letters"),
+        ("x" * 300, "is longer than 256 characters"),
+    ],
+)
+def test_channel_breaking_the_prefix_rule_is_a_bad_request_saying_why(
+    empty_bucket: Bucket, channel: str, reason: str
 ) -> None:
-    configure(monkeypatch, CHANNEL_BUCKET=None)
-
-    result = reindex({"channel": ""})
+    result = reindex({"channel": channel})
 
     assert result["ok"] is False
-    assert "bucket" in result["error"]
-    assert "\n" not in result["error"]
+    assert result["error"].startswith("channel '")
+    assert reason in result["error"]
+
+
+@pytest.mark.parametrize(
+    "invoke",
+    [
+        lambda: reindex({"channel": "", "bucket": MOTO_BUCKET}),
+        lambda: package_event(sqs_batch(message_for(NEW_LINUX, "m"))),
+    ],
+    ids=["full-reindex", "package-events"],
+)
+def test_either_handler_without_channel_bucket_raises_one_line_configuration_error(
+    empty_bucket: Bucket, monkeypatch: pytest.MonkeyPatch, invoke: Any
+) -> None:
+    """Without CHANNEL_BUCKET nothing says which bucket events and requests may name: refuse to run."""
+    configure(monkeypatch, CHANNEL_BUCKET=None)
+    empty_bucket.upload(NEW_LINUX)
+    before = empty_bucket.snapshot()
+
+    with pytest.raises(ConfigurationError) as raised:
+        invoke()
+
+    assert str(raised.value).startswith("CHANNEL_BUCKET is not set")
+    assert "\n" not in str(raised.value)
+    assert empty_bucket.snapshot() == before
 
 
 def test_channel_outside_channel_prefixes_is_a_bad_request(
@@ -638,10 +1053,7 @@ def test_channel_outside_channel_prefixes_is_a_bad_request(
     assert empty_bucket.snapshot() == before
 
 
-def test_bucket_in_the_event_overrides_channel_bucket(
-    empty_bucket: Bucket, small_channel: SmallChannel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configure(monkeypatch, CHANNEL_BUCKET="some-other-bucket")  # does not exist: using it would fail
+def test_bucket_in_the_request_may_name_channel_bucket(empty_bucket: Bucket, small_channel) -> None:
     upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
 
     result = reindex({"channel": "", "bucket": MOTO_BUCKET})
@@ -652,8 +1064,31 @@ def test_bucket_in_the_event_overrides_channel_bucket(
     assert empty_bucket.records("noarch")
 
 
-def test_missing_bucket_returns_ok_false_with_a_one_line_error(lambda_env: Any) -> None:
-    result = reindex({"channel": "", "bucket": "no-such-bucket"})
+def test_bucket_in_the_request_other_than_channel_bucket_is_refused_naming_both(
+    empty_bucket: Bucket, small_channel: SmallChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The role may reach other buckets; a request must not point the function at one."""
+    upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
+    configure(monkeypatch, CHANNEL_BUCKET="the-channel-bucket")
+    opened: list[str] = []
+    monkeypatch.setattr(full_reindex, "store_for", opened.append)
+    before = empty_bucket.snapshot()
+
+    result = reindex({"channel": "", "bucket": MOTO_BUCKET})
+
+    assert result["ok"] is False
+    assert f"'{MOTO_BUCKET}'" in result["error"]
+    assert "'the-channel-bucket'" in result["error"]
+    assert opened == []
+    assert empty_bucket.snapshot() == before
+
+
+def test_missing_bucket_returns_ok_false_with_a_one_line_error(
+    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, CHANNEL_BUCKET="no-such-bucket")
+
+    result = reindex({"channel": ""})
 
     assert result["ok"] is False
     assert "no-such-bucket" in result["error"]
@@ -747,3 +1182,51 @@ def test_full_reindex_with_bad_setting_raises_one_line_configuration_error(
 
     assert str(raised.value).startswith("REPODATA_MAX_AGE=")
     assert "\n" not in str(raised.value)
+
+
+def test_full_reindex_passes_max_package_mb_and_channel_access_to_the_index(
+    empty_bucket: Bucket, small_channel: SmallChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, MAX_PACKAGE_MB="7", CHANNEL_ACCESS="private")
+    upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
+    given: list[IndexOptions] = []
+    original = full_reindex.index_channel
+
+    def index_channel(store: Any, channel: str, options: IndexOptions) -> Any:
+        given.append(options)
+        return original(store, channel, options)
+
+    monkeypatch.setattr(full_reindex, "index_channel", index_channel)
+
+    result = reindex({"channel": "", "subdirs": ["win-64"]})
+
+    assert result["ok"] is True
+    (options,) = given
+    assert options.max_package_bytes == 7 * 1024 * 1024
+    assert options.settings.private is True
+    head = empty_bucket.client.head_object(Bucket=MOTO_BUCKET, Key="win-64/repodata.json")
+    assert head["CacheControl"] == "private, max-age=60"
+
+
+def test_full_reindex_crash_answers_one_line_and_logs_the_traceback(
+    empty_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = LogRecorder(monkeypatch, runtime.logger)
+    metrics = MetricRecorder(monkeypatch)
+
+    def index_channel(store: Any, channel: str, options: IndexOptions) -> Any:
+        raise ZeroDivisionError("internal detail\nFile /var/task/reindexer/indexer.py, line 1")
+
+    monkeypatch.setattr(full_reindex, "index_channel", index_channel)
+
+    result = reindex({"channel": ""})
+
+    assert result == {
+        "ok": False,
+        "complete": False,
+        "error": "internal error (ZeroDivisionError); the traceback is in the function's log",
+    }
+    assert [(message, type(error)) for message, error in logs.exceptions] == [
+        (f"full reindex of s3://{MOTO_BUCKET}/ crashed", ZeroDivisionError)
+    ]
+    assert metrics.totals["SubdirUpdateFailures"] == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reindexer.contract import channel_prefix_problem
 from reindexer.notifications import MalformedEventError, PackageLocation, locate, parse_event
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
@@ -227,3 +228,42 @@ def test_locate_splits_channel_subdir_and_filename(key: str, expected: PackageLo
 )
 def test_locate_returns_none_for_keys_that_are_not_packages_in_a_known_subdir(key: str) -> None:
     assert locate(key) is None
+
+
+def test_a_key_with_a_leading_slash_has_an_empty_channel_segment_not_the_bucket_root() -> None:
+    location = locate("/noarch/x-1-0.conda")
+
+    assert location == PackageLocation("/", "noarch", "x-1-0.conda")
+    assert channel_prefix_problem(location.channel) is not None
+
+
+# --- keys whose channel part breaks the channel prefix rule ------------------------------------------
+
+
+def test_bad_channel_keys_fixture_is_parsed_into_keys_whose_channel_breaks_the_rule() -> None:
+    """Parsing takes the keys as they are (the event is a hint); the channel rule is the handler's to
+    apply. Every key in the fixture must fail it, or the handler test built on it proves nothing."""
+    event = load_event("sqs_s3_bad_channel_keys.json")
+
+    parsed = parse_event(event)
+
+    assert parsed.malformed == []
+    assert [n.message_id for n in parsed.notices] == [r["messageId"] for r in event["Records"]]
+    keys = {n.message_id: n.key for n in parsed.notices}
+    assert keys["dot-dot"] == "../x/noarch/p-1-0.conda"
+    assert keys["control-character"] == "a\x07b/noarch/p-1-0.conda"
+    assert keys["line-break"] == "a\nINFO forged log line/noarch/p-1-0.conda"
+    for message_id, key in keys.items():
+        location = locate(key)
+        assert location is not None, message_id
+        assert (location.subdir, location.filename) == ("noarch", "p-1-0.conda")
+        assert channel_prefix_problem(location.channel) is not None, message_id
+
+
+def test_other_bucket_fixture_names_a_package_key_in_another_bucket() -> None:
+    (notice,) = parse_event(load_event("sqs_s3_other_bucket.json")).notices
+
+    assert notice.bucket == "someone-elses-bucket"
+    assert locate(notice.key) == PackageLocation(
+        "", "linux-64", "sample-linux64-0001-2.3.4-h0000011_2.tar.bz2"
+    )

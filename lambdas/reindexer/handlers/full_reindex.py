@@ -1,8 +1,11 @@
 """Lambda handler for an on-demand full reindex, started from the console with a test event such as
-`{"channel": "my-channel"}`; optional `"subdirs"`, `"force": true`, `"dry_run": true` and `"bucket"`.
+`{"channel": "my-channel"}`; optional `"subdirs"`, `"force": true`, `"dry_run": true` and `"bucket"` (which
+must then be the function's own CHANNEL_BUCKET).
 
 Runs the same code as `reindexer index`. Reading stops early enough to commit what was read before the
-function times out; the result then says `"complete": false`, and invoking it again continues.
+function times out; the result then says `"complete": false`, and invoking it again continues. A bad
+request, an S3 failure or a crash all answer `{"ok": false, "error": "<one line>"}`; a crash's traceback goes
+to the log only.
 """
 
 from __future__ import annotations
@@ -12,10 +15,22 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from ..contract import channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
 from ..store import StoreError
-from .runtime import LambdaContext, TimeBudget, index_options, logger, metrics, settings, store_for, tracer
+from .runtime import (
+    LambdaContext,
+    TimeBudget,
+    index_options,
+    logger,
+    metrics,
+    quoted,
+    seconds_left,
+    settings,
+    store_for,
+    tracer,
+)
 
 # Reading may use 70 % of the invocation; the rest is left to publish and commit what was read.
 READ_SHARE = 0.7
@@ -40,22 +55,20 @@ class FullReindexRequest:
             raise BadRequestError('the event must be a JSON object such as {"channel": "my-channel"}')
         unknown = set(event) - {"bucket", "channel", "subdirs", "force", "dry_run"}
         if unknown:
-            raise BadRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
-        channel = event.get("channel")
-        if not isinstance(channel, str):
-            raise BadRequestError('"channel" is required: the channel prefix, or "" for the bucket root')
-        channel = channel.strip("/")
-        if not settings().manages(channel):
-            raise BadRequestError(f"channel {channel!r} is not one of CHANNEL_PREFIXES")
-        bucket = event.get("bucket", settings().bucket)
-        if not isinstance(bucket, str) or not bucket:
-            raise BadRequestError('no bucket: set "bucket" in the event or CHANNEL_BUCKET on the function')
+            raise BadRequestError(f"unknown field(s) {quoted(', '.join(sorted(map(str, unknown))))}")
+        channel = _channel(event.get("channel"))
+        bucket = settings().bucket
+        if "bucket" in event and event["bucket"] != bucket:
+            raise BadRequestError(
+                f'"bucket" {quoted(event["bucket"])} is not this function\'s CHANNEL_BUCKET {bucket!r}; '
+                "leave it out"
+            )
         subdirs = event.get("subdirs")
         if subdirs is not None:
             if not isinstance(subdirs, list) or not all(isinstance(s, str) for s in subdirs):
                 raise BadRequestError('"subdirs" must be a list of subdir names such as ["linux-64"]')
             if unknown_subdirs := sorted(set(subdirs) - KNOWN_SUBDIRS):
-                raise BadRequestError(f"unknown subdir(s) {', '.join(unknown_subdirs)}")
+                raise BadRequestError(f"unknown subdir(s) {quoted(', '.join(unknown_subdirs))}")
         for flag in ("force", "dry_run"):
             if not isinstance(event.get(flag, False), bool):
                 raise BadRequestError(f'"{flag}" must be true or false')
@@ -68,11 +81,22 @@ class FullReindexRequest:
         )
 
 
+def _channel(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadRequestError('"channel" is required: the channel prefix, or "" for the bucket root')
+    channel = value.strip("/")  # '/org/dev/' is forgiven; 'org//dev' and '../x' are not
+    if problem := channel_prefix_problem(channel):
+        raise BadRequestError(f"channel {quoted(channel)} {problem}")
+    if not settings().manages(channel):
+        raise BadRequestError(f"channel {quoted(channel)} is not one of CHANNEL_PREFIXES")
+    return channel
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    budget = TimeBudget.of(context, READ_SHARE, WAIT_SHARE)
+    budget = TimeBudget.starting_now(seconds_left(context), READ_SHARE, WAIT_SHARE)
     try:
         request = FullReindexRequest.from_event(event)
     except BadRequestError as error:
@@ -80,12 +104,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": str(error)}
     options = index_options(budget, subdirs=request.subdirs, force=request.force, dry_run=request.dry_run)
+    target = f"s3://{request.bucket}/{request.channel}"
     try:
         report = index_channel(store_for(request.bucket), request.channel, options)
     except StoreError as error:
-        logger.error(f"full reindex of s3://{request.bucket}/{request.channel} failed: {error}")
+        logger.error(f"full reindex of {target} failed: {error}")
         metrics.add_metric(name="SubdirUpdateFailures", unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": str(error)}
+    except Exception as error:  # a bug: answer in one line and keep the traceback for the log
+        logger.exception(f"full reindex of {target} crashed")
+        metrics.add_metric(name="SubdirUpdateFailures", unit=MetricUnit.Count, value=1)
+        return {"ok": False, "complete": False, "error": _crash_reason(error)}
     for name, subdir in sorted(report.subdirs.items()):
         logger.info(
             "subdir reindexed",
@@ -100,3 +129,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             name="SubdirUpdateFailures", unit=MetricUnit.Count, value=int(subdir.error is not None)
         )
     return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
+
+
+def _crash_reason(error: Exception) -> str:
+    return f"internal error ({type(error).__name__}); the traceback is in the function's log"

@@ -4,6 +4,27 @@ Accepts an SQS batch of S3 event messages (the deployed route), a direct S3 even
 "Object Created/Deleted" event. Each subdir is updated once per batch. From SQS, records whose update
 failed for a transient reason are returned as batch item failures so SQS redelivers them (and, after the
 redrive limit, moves them to the dead-letter queue); malformed messages and bad packages are acknowledged.
+
+What an event says is checked before anything is done with it: a notice for another bucket than
+CHANNEL_BUCKET, for a key that is not a package in a known subdir, or for a channel that breaks the channel
+prefix rule or is outside CHANNEL_PREFIXES is ignored, acknowledged and counted in one "ignored notices" log
+line by reason. One subdir's failure, even a crash, is that subdir's alone: it is logged once, counted, and
+only its messages are returned for redelivery; the other subdirs are still updated.
+
+Time. Lambda stops an invocation at its timeout, and a stopped invocation's partial batch response is lost
+with it (the whole batch is then redelivered, and the completed updates redone). So no subdir update starts
+that cannot finish in time:
+
+- END_MARGIN_SECONDS at the end of the invocation are kept for the response, the log lines and the metrics.
+- Before each subdir, the time left (by the Lambda context's own clock, less the margin) must cover a
+  reserve: the longest subdir update seen so far in this invocation, and at least MIN_UPDATE_SECONDS. A
+  subdir without that time is not started; its messages are returned as batch item failures and come back.
+- A started update gets the time then left as its budget: it waits for a subdir held by another indexer at
+  most WAIT_SHARE of it and starts no package read after READ_SHARE of it, leaving the rest to publish and
+  commit what it read. Files it did not get to read are returned for redelivery like any unfinished file.
+
+A read that has started is not interrupted, so an update can still overrun its budget by the time of its
+slowest read (package sizes are capped by MAX_PACKAGE_MB); the margin and the shares are there to absorb it.
 """
 
 from __future__ import annotations
@@ -15,15 +36,34 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from ..contract import channel_prefix_problem
 from ..notifications import ObjectNotice, PackageLocation, locate, parse_event
 from ..reports import SubdirReport
 from ..store import StoreError
 from ..updater import update_subdir
-from .runtime import LambdaContext, TimeBudget, index_options, logger, metrics, settings, store_for, tracer
+from .runtime import (
+    LambdaContext,
+    TimeBudget,
+    index_options,
+    logger,
+    metrics,
+    quoted,
+    seconds_left,
+    settings,
+    store_for,
+    tracer,
+)
 
-# Reading packages may use 60 % of the invocation, waiting for a busy subdir half of it.
+# Reading packages may use 60 % of an update's budget, waiting for a busy subdir half of it.
 READ_SHARE = 0.6
 WAIT_SHARE = 0.5
+# Kept free at the end of the invocation so the response, log lines and metrics get out before the timeout.
+END_MARGIN_SECONDS = 2.0
+# The least time a subdir update is started with: a lease, the state, a package and the outputs are a dozen
+# S3 round trips even for one file.
+MIN_UPDATE_SECONDS = 3.0
+
+SubdirKey = tuple[str, str]  # (channel, subdir)
 
 
 class TransientIndexingError(Exception):
@@ -46,47 +86,87 @@ class SubdirBatch:
     def message_ids(self, filenames: set[str]) -> set[str]:
         return {message_id for name in filenames for message_id in self.filenames.get(name, ()) if message_id}
 
+    @property
+    def name(self) -> str:
+        return f"{self.channel}/{self.subdir}" if self.channel else self.subdir
+
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    budget = TimeBudget.of(context, READ_SHARE, WAIT_SHARE)
     parsed = parse_event(event)
     for message_id, reason in parsed.malformed:
         logger.warning("ignored a malformed message", extra={"message_id": message_id, "reason": reason})
     metrics.add_metric(name="NoticesReceived", unit=MetricUnit.Count, value=len(parsed.notices))
     batches = _group(parsed.notices)
-    retry: dict[tuple[str, str, str], set[str]] = {}
-    for group, batch in batches.items():
-        unfinished = _update(batch, budget)
-        if unfinished:
-            retry[group] = batch.message_ids(unfinished)
+    retry = _update_in_time(batches, context)
     if parsed.from_sqs:
         failures = sorted(set().union(*retry.values())) if retry else []
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
     if retry:
-        subdirs = ", ".join("/".join(part for part in group[1:] if part) for group in sorted(retry))
+        subdirs = ", ".join(batches[key].name for key in sorted(retry))
         raise TransientIndexingError(f"could not finish updating {subdirs}; the invocation will be retried")
     return {"subdirs": len(batches)}
 
 
-def _group(notices: list[ObjectNotice]) -> dict[tuple[str, str, str], SubdirBatch]:
-    batches: dict[tuple[str, str, str], SubdirBatch] = {}
+def _group(notices: list[ObjectNotice]) -> dict[SubdirKey, SubdirBatch]:
+    """The notices worth acting on, by subdir; the others are counted by reason in one log line."""
+    bucket = settings().bucket
+    batches: dict[SubdirKey, SubdirBatch] = {}
     ignored: defaultdict[str, int] = defaultdict(int)
     for notice in notices:
-        location = locate(notice.key)
-        if location is None:
-            ignored["not a package in a known subdir"] += 1
+        location = _location_to_update(notice, bucket)
+        if isinstance(location, str):
+            ignored[location] += 1
             continue
-        if not settings().manages(location.channel):
-            ignored["channel not in CHANNEL_PREFIXES"] += 1
-            continue
-        group = (notice.bucket, location.channel, location.subdir)
-        batches.setdefault(group, SubdirBatch(*group)).add(location, notice)
+        key = (location.channel, location.subdir)
+        batches.setdefault(key, SubdirBatch(bucket, *key)).add(location, notice)
     if ignored:
         logger.info("ignored notices", extra={"ignored": dict(ignored)})
     return batches
+
+
+def _location_to_update(notice: ObjectNotice, bucket: str) -> PackageLocation | str:
+    """Where the noticed package is, or why the notice is to be ignored."""
+    if notice.bucket != bucket:
+        return f"bucket {quoted(notice.bucket)} is not CHANNEL_BUCKET"
+    location = locate(notice.key)
+    if location is None:
+        return "not a package in a known subdir"
+    if problem := channel_prefix_problem(location.channel):
+        return f"channel {problem}"
+    if not settings().manages(location.channel):
+        return "channel not in CHANNEL_PREFIXES"
+    return location
+
+
+def _update_in_time(
+    batches: dict[SubdirKey, SubdirBatch], context: LambdaContext
+) -> dict[SubdirKey, set[str]]:
+    """Update the subdirs in the order their notices came while there is time (see the module docstring);
+    return the message ids to deliver again, by subdir."""
+    retry: dict[SubdirKey, set[str]] = {}
+    not_started: list[str] = []
+    longest = 0.0
+    for key, batch in batches.items():
+        before = seconds_left(context)
+        available = before - END_MARGIN_SECONDS
+        if available < max(MIN_UPDATE_SECONDS, longest):
+            not_started.append(batch.name)
+            retry[key] = batch.message_ids(set(batch.filenames))
+            continue
+        unfinished = _update(batch, TimeBudget.starting_now(available, READ_SHARE, WAIT_SHARE))
+        longest = max(longest, before - seconds_left(context))
+        if unfinished:
+            retry[key] = batch.message_ids(unfinished)
+    if not_started:
+        logger.warning(
+            "subdirs not started for lack of time",
+            extra={"subdirs": not_started, "seconds_left": seconds_left(context), "longest_update": longest},
+        )
+        metrics.add_metric(name="SubdirsPostponed", unit=MetricUnit.Count, value=len(not_started))
+    return retry
 
 
 @tracer.capture_method
@@ -98,17 +178,24 @@ def _update(batch: SubdirBatch, budget: TimeBudget) -> set[str]:
         )
     except StoreError as error:  # fatal ones (access denied, no bucket) too: the operator may fix them
         report = SubdirReport(batch.subdir, error=str(error))
+    except Exception as error:  # a bug or an unforeseen input: this subdir's failure, not the batch's
+        report = SubdirReport(
+            batch.subdir, error=f"internal error ({type(error).__name__}); the traceback is in the log"
+        )
+        _observe(batch, report, crashed=True)  # inside the except block, so the log line has the traceback
+        return set(batch.filenames)
     _observe(batch, report)
     if report.error:
         return set(batch.filenames)
     return {failure.file for failure in report.failed} | set(report.deferred)
 
 
-def _observe(batch: SubdirBatch, report: SubdirReport) -> None:
+def _observe(batch: SubdirBatch, report: SubdirReport, *, crashed: bool = False) -> None:
     """One log line and the metrics of one subdir update."""
     in_batch = set(batch.filenames)
     rejected = [r.to_dict() for r in report.rejected if r.file in in_batch]
-    logger.info(
+    log = logger.exception if crashed else logger.info
+    log(
         "subdir updated" if report.error is None else "subdir update failed",
         extra={
             "bucket": batch.bucket,

@@ -1,4 +1,5 @@
-"""What both handlers share: Powertools logger, metrics and tracer, settings, S3 stores, time budgets.
+"""What both handlers share: Powertools logger, metrics and tracer, settings, S3 stores, time budgets,
+and quoting untrusted text.
 
 Nothing here runs at import beyond creating the Powertools objects: settings are read and clients created on
 first use, so a bad setting fails the invocation with one clear line.
@@ -26,6 +27,9 @@ SERVICE = "reindexer"
 METRICS_NAMESPACE = "Reindexer"
 # A lease outlives the invocation that holds it, as the lease protocol requires.
 LEASE_SLACK_SECONDS = 60.0
+MAX_INVOCATION_SECONDS = 900.0
+# The most characters of text from an event or a request that a reason quotes.
+QUOTE_LIMIT = 64
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
@@ -61,37 +65,51 @@ def store_for(bucket: str) -> S3Store:
     return S3Store(bucket, _client())
 
 
+def seconds_left(context: LambdaContext | None) -> float:
+    """The invocation's remaining time by Lambda's own clock; Lambda's longest timeout without a context."""
+    return context.get_remaining_time_in_millis() / 1000 if context else MAX_INVOCATION_SECONDS
+
+
 @dataclass(frozen=True)
 class TimeBudget:
-    """How an invocation spends its remaining time: reading stops at `read_deadline`, leaving room to
-    publish and commit; the lease lives past the end of the invocation."""
+    """The time one piece of work may take: `seconds` from `started` (time.monotonic()).
+
+    No package read starts after `read_share` of it and a subdir held by another indexer is waited for at
+    most `wait_share` of it; the rest is left to publish and commit. The lease lives past the budget's end.
+    """
 
     started: float
-    remaining: float
+    seconds: float
     read_share: float
     wait_share: float
 
     @classmethod
-    def of(cls, context: LambdaContext | None, read_share: float, wait_share: float) -> TimeBudget:
-        remaining = context.get_remaining_time_in_millis() / 1000 if context else 900.0
-        return cls(time.monotonic(), remaining, read_share, wait_share)
+    def starting_now(cls, seconds: float, read_share: float, wait_share: float) -> TimeBudget:
+        return cls(time.monotonic(), max(0.0, seconds), read_share, wait_share)
 
     @property
     def read_deadline(self) -> float:
-        return self.started + self.remaining * self.read_share
+        return self.started + self.seconds * self.read_share
 
     def lease_terms(self) -> LeaseTerms:
-        return LeaseTerms(
-            lifetime=self.remaining + LEASE_SLACK_SECONDS, wait=self.remaining * self.wait_share
-        )
+        return LeaseTerms(lifetime=self.seconds + LEASE_SLACK_SECONDS, wait=self.seconds * self.wait_share)
 
 
 def index_options(budget: TimeBudget, **choices: Any) -> IndexOptions:
     current = settings()
     return IndexOptions(
         jobs=current.read_jobs,
-        settings=PublishSettings(repodata_max_age=current.repodata_max_age),
+        settings=PublishSettings(repodata_max_age=current.repodata_max_age, private=current.private),
         lease=budget.lease_terms(),
         deadline=budget.read_deadline,
+        max_package_bytes=current.max_package_bytes,
         **choices,
     )
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as it may appear in a reason someone reads: repr'd, so no line break or control character
+    gets through, and cut to `limit` characters, so an event cannot flood a log line or a response with
+    text of its own choosing."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
