@@ -20,8 +20,12 @@ from aws_cdk import aws_lambda
 
 PACKAGE = "reindexer"
 REQUIREMENTS = "requirements.txt"
-# pip's platform tag for each Lambda architecture (Architecture.name).
-PLATFORM_TAGS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+# pip's platform tags for each Lambda architecture (Architecture.name): manylinux2014 (glibc 2.17) and
+# manylinux_2_28, which py-rattler's arm64 wheels need; the python3.13 runtime (Amazon Linux 2023) has 2.34.
+PLATFORM_TAGS = {
+    "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
+}
 
 # The asset's source is the project root, so that requirements.txt is inside it next to lambdas/: the default
 # source hash then changes when either the package or the pins change, and the Docker fallback finds both
@@ -47,7 +51,12 @@ class BundlingError(RuntimeError):
 
 
 def pip_install_command(
-    python: Sequence[str], requirements: str, target: str, *, platform_tag: str, python_version: str
+    python: Sequence[str],
+    requirements: str,
+    target: str,
+    *,
+    platform_tags: Sequence[str],
+    python_version: str,
 ) -> list[str]:
     """The pip command installing the pinned requirements as binary wheels for another platform."""
     return [
@@ -58,8 +67,7 @@ def pip_install_command(
         "--no-compile",  # .pyc files would be for the building interpreter, not the Lambda runtime's
         "--quiet",
         "--disable-pip-version-check",
-        "--platform",
-        platform_tag,
+        *(option for tag in platform_tags for option in ("--platform", tag)),
         "--implementation",
         "cp",
         "--python-version",
@@ -72,7 +80,9 @@ def pip_install_command(
     ]
 
 
-def build_bundle(project_root: Path, output_dir: Path, *, platform_tag: str, python_version: str) -> None:
+def build_bundle(
+    project_root: Path, output_dir: Path, *, platform_tags: Sequence[str], python_version: str
+) -> None:
     """Install requirements.txt for the platform into output_dir and copy the package beside them."""
     project_root = project_root.resolve()
     requirements = project_root / REQUIREMENTS
@@ -83,13 +93,13 @@ def build_bundle(project_root: Path, output_dir: Path, *, platform_tag: str, pyt
         [sys.executable],
         str(requirements),
         str(output_dir),
-        platform_tag=platform_tag,
+        platform_tags=platform_tags,
         python_version=python_version,
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BundlingError(
-            f"pip could not install {requirements} for {platform_tag}, CPython {python_version}: "
+            f"pip could not install {requirements} for {platform_tags[0]}, CPython {python_version}: "
             f"{_pip_error(result.stderr)}"
         )
     for name in _UNNEEDED:
@@ -108,9 +118,9 @@ def _pip_error(stderr: str) -> str:
 class LocalPipBundling:
     """Builds the bundle with this Python's pip, so synthesis needs PyPI but no Docker."""
 
-    def __init__(self, project_root: Path, *, platform_tag: str, python_version: str) -> None:
+    def __init__(self, project_root: Path, *, platform_tags: Sequence[str], python_version: str) -> None:
         self.project_root = project_root
-        self.platform_tag = platform_tag
+        self.platform_tags = platform_tags
         self.python_version = python_version
 
     def try_bundle(self, output_dir: str, *, image: cdk.DockerImage, **_options: Any) -> bool:
@@ -124,7 +134,7 @@ class LocalPipBundling:
         build_bundle(
             self.project_root,
             Path(output_dir),
-            platform_tag=self.platform_tag,
+            platform_tags=self.platform_tags,
             python_version=self.python_version,
         )
         return True
@@ -142,12 +152,12 @@ def lambda_code(
     if architecture.name not in PLATFORM_TAGS:
         raise ValueError(f"no wheel platform known for the {architecture.name} architecture")
     python_version = runtime.name.removeprefix("python")
-    platform_tag = PLATFORM_TAGS[architecture.name]
+    platform_tags = PLATFORM_TAGS[architecture.name]
     pip_install = pip_install_command(
         ["python"],
         f"/asset-input/{REQUIREMENTS}",
         "/asset-output",
-        platform_tag=platform_tag,
+        platform_tags=platform_tags,
         python_version=python_version,
     )
     docker_script = " && ".join(
@@ -164,6 +174,6 @@ def lambda_code(
         bundling=cdk.BundlingOptions(
             image=runtime.bundling_image,
             command=["bash", "-c", docker_script],
-            local=LocalPipBundling(project_root, platform_tag=platform_tag, python_version=python_version),
+            local=LocalPipBundling(project_root, platform_tags=platform_tags, python_version=python_version),
         ),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from .contract import DEFAULT_MAX_PACKAGE_MB, DEFAULT_READ_JOBS
 from .layout import KNOWN_SUBDIRS, OUR_OUTPUT_FILES, REPODATA_JSON, STATE_FILE, join_key, package_extension
 from .lease import Lease, LeaseTerms
-from .package_fetch import ProgressFactory, no_progress, read_packages
+from .package_fetch import ProgressFactory, no_progress, read_packages, recheck_records
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
 from .publication import (
     PublishSettings,
@@ -25,8 +25,9 @@ from .publication import (
     publish_outputs,
     run_transaction,
 )
+from .record_schema import RECORD_SCHEMA
 from .repodata import parse_repodata
-from .reports import ChannelReport, Rejection, SubdirReport
+from .reports import ChannelReport, Rejection, SubdirReport, one_line_reason
 from .state import SubdirState
 from .store import FatalStoreError, NotFoundError, Store, StoredObject, StoreError
 
@@ -71,7 +72,16 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
         if options.deadline is not None and time.monotonic() >= options.deadline:
             report.skipped.append(subdir)
             continue
-        report.subdirs[subdir] = index_subdir(store, channel, subdir, options)
+        try:
+            report.subdirs[subdir] = index_subdir(store, channel, subdir, options)
+        except FatalStoreError:
+            raise
+        except Exception as error:
+            # A bug must cost one subdir, not the channel: the others are still indexed, and this one
+            # reports the error (the traceback goes to the log only).
+            logger.exception("indexing %s failed", store.describe(join_key(channel, subdir)))
+            reason = one_line_reason(f"unexpected {type(error).__name__}: {error}")
+            report.subdirs[subdir] = SubdirReport(subdir, error=reason)
     report.requests = dict(store.requests)
     report.seconds = time.monotonic() - started
     return report
@@ -86,7 +96,7 @@ def index_subdir(store: Store, channel: str, subdir: str, options: IndexOptions)
     prefix = join_key(channel, subdir)
     started = time.monotonic()
     try:
-        survey = _survey(store, prefix, options)
+        survey = _survey(store, prefix, subdir, options)
     except FatalStoreError:
         raise
     except StoreError as error:
@@ -101,7 +111,7 @@ def index_subdir(store: Store, channel: str, subdir: str, options: IndexOptions)
         # The survey still holds if nobody committed since: one HEAD instead of a new listing.
         current = store.head(join_key(prefix, STATE_FILE))
         if (current.etag if current else None) != surveys[-1].state_etag:
-            surveys.append(_survey(store, prefix, options))
+            surveys.append(_survey(store, prefix, subdir, options))
         return _index_surveyed(store, prefix, subdir, options, lease, surveys[-1])
 
     return run_transaction(store, prefix, subdir, options.lease, locked)
@@ -111,7 +121,7 @@ def index_subdir_locked(
     store: Store, prefix: str, subdir: str, options: IndexOptions, lease: Lease
 ) -> SubdirReport:
     """The body of a full subdir index; the caller holds the subdir's lease."""
-    return _index_surveyed(store, prefix, subdir, options, lease, _survey(store, prefix, options))
+    return _index_surveyed(store, prefix, subdir, options, lease, _survey(store, prefix, subdir, options))
 
 
 def _index_surveyed(
@@ -120,9 +130,16 @@ def _index_surveyed(
     previous, plan = survey.previous, survey.plan
     report = SubdirReport(subdir, removed=list(plan.removed), unchanged=len(plan.keep))
     # The outputs, shard digests and settings carry over until publish_outputs replaces them.
-    state = replace(previous, packages=dict(plan.keep), rejected=dict(plan.rejected))
-    outcomes = read_packages(
-        store, subdir, plan.read, jobs=options.jobs, progress=options.progress, deadline=options.deadline
+    state = replace(previous, packages=dict(plan.keep), rejected=dict(plan.rejected), schema=RECORD_SCHEMA)
+    outcomes = recheck_records(plan.keep, subdir) if previous.schema != RECORD_SCHEMA else []
+    outcomes += read_packages(
+        store,
+        subdir,
+        plan.read,
+        jobs=options.jobs,
+        max_size=options.max_package_bytes,
+        progress=options.progress,
+        deadline=options.deadline,
     )
     fold_outcomes(state, previous, outcomes, report)
     if state.packages != previous.packages or not survey.outputs_current(options) or options.force:
@@ -137,7 +154,10 @@ def _index_surveyed(
             rewrite_shards=options.force,
         )
         report.written = True
-    elif state.rejected == previous.rejected and survey.stored_state is not None:
+    elif survey.stored_state is not None and (state.rejected, state.schema) == (
+        previous.rejected,
+        previous.schema,
+    ):
         return report
     commit_state(store, prefix, state, survey.state_etag, lease)
     return report
@@ -167,6 +187,7 @@ class _Survey:
             or self.stored_state is None
             or bool(plan.read or plan.removed)
             or plan.rejected != self.previous.rejected
+            or self.previous.schema != RECORD_SCHEMA
             or not self.outputs_current(options)
         )
 
@@ -182,16 +203,18 @@ class _Survey:
         )
 
 
-def _survey(store: Store, prefix: str, options: IndexOptions) -> _Survey:
+def _survey(store: Store, prefix: str, subdir: str, options: IndexOptions) -> _Survey:
     listing = store.list_folder(prefix)
     listed = {obj.name: obj for obj in listing.objects}
     stored_state, state_etag = load_state(store, prefix)
-    previous = stored_state if stored_state is not None else _adopt_published(store, prefix, listed)
+    previous = stored_state
+    if previous is None:
+        previous = _adopt_published(store, prefix, subdir, listed)
     plan = plan_subdir(listing.objects, previous, force=options.force)
     return _Survey(listed, stored_state, state_etag, previous, plan)
 
 
-def _adopt_published(store: Store, prefix: str, listed: dict[str, StoredObject]) -> SubdirState:
+def _adopt_published(store: Store, prefix: str, subdir: str, listed: dict[str, StoredObject]) -> SubdirState:
     """Start from the repodata.json another tool left, when there is one and it parses."""
     if REPODATA_JSON not in listed:
         return SubdirState()
@@ -204,7 +227,7 @@ def _adopt_published(store: Store, prefix: str, listed: dict[str, StoredObject])
     except (ValueError, UnicodeDecodeError) as error:
         logger.warning("ignoring unreadable %s: %s", store.describe(key), error)
         return SubdirState()
-    return adopt_repodata(records, listed.values())
+    return adopt_repodata(records, listed.values(), subdir)
 
 
 def _packages_outside_subdirs(

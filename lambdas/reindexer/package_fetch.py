@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from .layout import parse_package_filename
-from .package_reader import BadPackageError, PackageSpool
+from .package_reader import BadPackageError, PackageSpool, ReadResourceError
 from .planner import listing_rejection
-from .records import build_record, encode_record
+from .record_schema import RecordError
+from .records import build_record, checked_stored_record, decode_record, encode_record
+from .reports import one_line_reason
+from .shards import check_shardable
 from .state import IndexedPackage, RejectedFile
-from .store import NotFoundError, Store, StoredObject, StoreError
+from .store import NotFoundError, Store, StoredObject, StoreError, UnreadableObjectError
 
 logger = logging.getLogger(__name__)
 
@@ -52,31 +55,92 @@ def no_progress(label: str, total: int) -> Iterator[Callable[[], None]]:
     yield lambda: None
 
 
-def read_package(store: Store, subdir: str, obj: StoredObject) -> Outcome:
-    """Fetch one package and build its record."""
+def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int) -> Outcome:
+    """Fetch one package and build its record.
+
+    Whatever the content does to the reader, the record builder or the serialisers becomes a one-line
+    rejection of this file; only what says nothing about the content (the store, the temporary disk) is
+    a failure, retried by a later run.
+    """
     filename = parse_package_filename(obj.name)
     if filename is None:
         return RejectedFile(obj.etag, obj.size, listing_rejection(obj.name) or "not a package")
-    with PackageSpool() as spool:
+    if obj.size > max_size:
+        return RejectedFile(
+            obj.etag, obj.size, f"the package is {obj.size} bytes, over the limit of {max_size}"
+        )
+    announced = obj
+    with PackageSpool(max_size) as spool:
+
+        def expect(current: StoredObject) -> None:
+            nonlocal announced
+            announced = current
+            spool.expect(current.size)
+
         try:
-            fetched = store.download(obj.key, spool.write)
+            fetched = store.download(obj.key, spool.write, expect=expect)
         except NotFoundError:
             return Gone()
+        except UnreadableObjectError as error:
+            return RejectedFile(announced.etag, announced.size, one_line_reason(str(error)))
         except StoreError as error:
-            return Failed(str(error))
+            return Failed(one_line_reason(str(error)))
+        except BadPackageError as error:  # refused before its download: too large
+            return RejectedFile(announced.etag, announced.size, one_line_reason(str(error)))
+        except ReadResourceError as error:
+            return Failed(one_line_reason(str(error)))
+        except Exception as error:
+            # Not a verdict on the package: an unforeseen failure while fetching is logged and retried.
+            logger.exception("unexpected error while fetching %s", store.describe(obj.key))
+            return Failed(one_line_reason(f"unexpected {type(error).__name__}: {error}"))
         try:
             if fetched.size == 0:
                 raise BadPackageError("empty file (0 bytes)")
-            metadata = spool.read_metadata(obj.name)
-            record = encode_record(build_record(filename, subdir, metadata, spool.digests()))
+            record = build_record(filename, subdir, spool.read_metadata(obj.name), spool.digests())
+            text = encode_record(record)
+            check_shardable(record)
         except BadPackageError as error:
-            return RejectedFile(fetched.etag, fetched.size, str(error))
+            return RejectedFile(fetched.etag, fetched.size, one_line_reason(str(error)))
+        except (ReadResourceError, MemoryError) as error:
+            return Failed(one_line_reason(f"{type(error).__name__}: {error}"))
         except Exception as error:
-            # Not a verdict on the package: an unforeseen failure is logged in full and retried next run,
-            # and never stops the packages beside it.
+            # The whole archive is in hand, so this is the content's doing: the file is refused (and logged
+            # in full so the reader can learn the case), never allowed to stop the packages beside it.
             logger.exception("unexpected error while reading %s", store.describe(obj.key))
-            return Failed(f"unexpected {type(error).__name__}: {error}")
-    return IndexedPackage(fetched.etag, fetched.size, record)
+            reason = f"could not be read: unexpected {type(error).__name__}: {error}"
+            return RejectedFile(fetched.etag, fetched.size, one_line_reason(reason))
+    return IndexedPackage(fetched.etag, fetched.size, text)
+
+
+def recheck_records(
+    packages: Mapping[str, IndexedPackage], subdir: str
+) -> list[tuple[StoredObject, Outcome]]:
+    """Records kept from a run under older rules, checked under today's: the outcome of each one that is
+    cleaned (an updated record) or refused (a rejection), without fetching the package again."""
+    outcomes: list[tuple[StoredObject, Outcome]] = []
+    for name, package in sorted(packages.items()):
+        filename = parse_package_filename(name)
+        try:
+            if filename is None:
+                raise RecordError("file name is not <name>-<version>-<build>.conda|.tar.bz2")
+            text = encode_record(checked_stored_record(decode_record(package.record), filename, subdir))
+        except (RecordError, ValueError) as error:
+            reason = one_line_reason(f"refused by the indexer's current rules: {error}")
+            outcomes.append(
+                (
+                    StoredObject(name, package.etag, package.size),
+                    RejectedFile(package.etag, package.size, reason),
+                )
+            )
+            continue
+        if text != package.record:
+            outcomes.append(
+                (
+                    StoredObject(name, package.etag, package.size),
+                    IndexedPackage(package.etag, package.size, text),
+                )
+            )
+    return outcomes
 
 
 def read_packages(
@@ -85,6 +149,7 @@ def read_packages(
     objects: list[StoredObject],
     *,
     jobs: int,
+    max_size: int,
     progress: ProgressFactory = no_progress,
     deadline: float | None = None,
 ) -> list[tuple[StoredObject, Outcome]]:
@@ -95,7 +160,7 @@ def read_packages(
     def read(obj: StoredObject) -> Outcome:
         if deadline is not None and time.monotonic() >= deadline:
             return Deferred()
-        return read_package(store, subdir, obj)
+        return read_package(store, subdir, obj, max_size=max_size)
 
     results: list[tuple[StoredObject, Outcome]] = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, progress(subdir, len(objects)) as advance:

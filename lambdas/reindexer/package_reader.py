@@ -9,9 +9,10 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
-import json
+import shutil
 import tarfile
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from typing import IO, Any
@@ -19,14 +20,31 @@ from typing import IO, Any
 import zstandard
 from conda_package_streaming.package_streaming import tar_generator
 
+from .contract import DEFAULT_MAX_PACKAGE_MB
 from .layout import CONDA_EXTENSION, TAR_BZ2_EXTENSION
+from .strict_json import StrictJsonError, load_strict_json
 
-SPOOL_MEMORY_LIMIT = 16 * 1024 * 1024
-METADATA_MEMBER_LIMIT = 8 * 1024 * 1024
-# The info tarball of a .conda holds only metadata; a .tar.bz2 may have to be scanned past package files
-# until its info/ members turn up, so it gets a larger budget.
+# Every bound below is what one archive may cost us; each is named in the rejection it causes.
+# Small packages are hashed in memory, larger ones spill to a temporary file.
+SPOOL_MEMORY_LIMIT = 8 * 1024 * 1024
+# info/index.json, info/run_exports.json: real ones are a few KiB.
+METADATA_MEMBER_LIMIT = 256 * 1024
+# Tar members walked per archive before the metadata is found: real info/ folders hold tens to a few
+# thousand files (vendored licences); a flood of empty members costs ~20 µs each.
+MAX_ARCHIVE_MEMBERS = 10_000
+# A .conda is a zip of metadata.json, info-*.tar.zst and pkg-*.tar.zst; allow a few extras.
+MAX_ZIP_ENTRIES = 16
+# Decompressed bytes walked per archive: at most DECOMPRESSION_RATIO_LIMIT times the compressed size
+# (real tarballs compress 3-30x; bombs 1000x and more), never less than the floor, never more than the cap.
+# A .tar.bz2 written before conda-package-handling put info/ first may have to be walked to its end.
+DECOMPRESSION_RATIO_LIMIT = 64
+DECOMPRESSED_FLOOR = 8 * 1024 * 1024
 CONDA_INFO_DECOMPRESSED_LIMIT = 512 * 1024 * 1024
 TAR_BZ2_DECOMPRESSED_LIMIT = 2 * 1024 * 1024 * 1024
+# Temporary disk left free beside the spools (the runtime's own files).
+TEMP_DISK_HEADROOM = 64 * 1024 * 1024
+# zstd frames may ask for a window of up to 2 GiB; an info tarball never needs more than this.
+ZSTD_MAX_WINDOW = 16 * 1024 * 1024
 
 INDEX_JSON = "info/index.json"
 RUN_EXPORTS_JSON = "info/run_exports.json"
@@ -49,26 +67,98 @@ class PackageMetadata:
     run_exports: dict[str, Any] | None
 
 
-class PackageSpool:
-    """Receives an archive chunk by chunk, hashing it while it is written, then reads back its metadata."""
+class ReadResourceError(Exception):
+    """The package could not be read here and now (temporary disk); not a verdict on it, so retried."""
 
-    def __init__(self, memory_limit: int = SPOOL_MEMORY_LIMIT) -> None:
+
+class TempDiskBudget:
+    """Temporary disk the spools of parallel reads may fill at once: a read waits for room rather than
+    fail half-way with a full disk, and a package that could never fit is reported before its download."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self._capacity = capacity
+        self._reserved = 0
+        self._room = threading.Condition()
+
+    @property
+    def capacity(self) -> int:
+        if self._capacity is None:
+            # Measured on first use: Lambda's /tmp is what the function was given (EphemeralStorage).
+            free = shutil.disk_usage(tempfile.gettempdir()).free
+            self._capacity = max(0, free - TEMP_DISK_HEADROOM)
+        return self._capacity
+
+    def reserve(self, size: int) -> None:
+        if size > self.capacity:
+            raise ReadResourceError(
+                f"not enough temporary disk: the package is {size} bytes, {self.capacity} bytes are free"
+            )
+        with self._room:
+            self._room.wait_for(lambda: self._reserved + size <= self.capacity)
+            self._reserved += size
+
+    def release(self, size: int) -> None:
+        with self._room:
+            self._reserved -= size
+            self._room.notify_all()
+
+
+TEMP_DISK = TempDiskBudget()
+
+
+class PackageSpool:
+    """Receives an archive chunk by chunk, hashing it while it is written, then reads back its metadata.
+
+    `expect` is shown the archive's size before its first byte: a package over `max_size` is refused
+    before it is downloaded, and one that will spill to disk waits for room in the disk budget.
+    """
+
+    def __init__(
+        self,
+        max_size: int = DEFAULT_MAX_PACKAGE_MB * 1024 * 1024,
+        *,
+        memory_limit: int = SPOOL_MEMORY_LIMIT,
+        disk: TempDiskBudget = TEMP_DISK,
+    ) -> None:
         # Closed by __exit__: the spool lives as long as the `with` block that owns it.
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
         self._size = 0
+        self._max_size = max_size
+        self._memory_limit = memory_limit
+        self._disk = disk
+        self._reserved = 0
+        self._announced: int | None = None
 
     def __enter__(self) -> PackageSpool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._file.close()
+        if self._reserved:
+            self._disk.release(self._reserved)
+            self._reserved = 0
+
+    def expect(self, size: int) -> None:
+        """Called once, before the first byte, with the size the store announces."""
+        self._refuse_over_limit(size)
+        self._announced = size
+        if size > self._memory_limit and not self._reserved:
+            self._disk.reserve(size)
+            self._reserved = size
 
     def write(self, chunk: bytes) -> None:
+        # The size announced is a claim too: never hold more than the limit or the room reserved.
+        self._refuse_over_limit(self._size + len(chunk))
+        if self._announced is not None and self._size + len(chunk) > self._announced:
+            raise ReadResourceError("the package grew past the size announced before its download")
         self._md5.update(chunk)
         self._sha256.update(chunk)
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as error:
+            raise ReadResourceError(f"temporary file: {error.strerror or error}") from None
         self._size += len(chunk)
 
     def digests(self) -> ArchiveDigests:
@@ -76,15 +166,24 @@ class PackageSpool:
 
     def read_metadata(self, filename: str) -> PackageMetadata:
         self._file.seek(0)
-        return read_metadata(filename, self._file)
+        return read_metadata(filename, self._file, self._size)
+
+    def _refuse_over_limit(self, size: int) -> None:
+        if size > self._max_size:
+            raise BadPackageError(
+                f"the package is {size} bytes, over the indexer's limit of {self._max_size} bytes"
+            )
 
 
-def read_metadata(filename: str, archive: IO[bytes]) -> PackageMetadata:
+def read_metadata(filename: str, archive: IO[bytes], size: int | None = None) -> PackageMetadata:
     """Extract info/index.json and the optional info/run_exports.json from a seekable archive."""
+    if size is None:
+        size = archive.seek(0, io.SEEK_END)
+        archive.seek(0)
     if filename.endswith(CONDA_EXTENSION):
-        members = _read_conda_info(archive)
+        members = _read_conda_info(archive, size)
     elif filename.endswith(TAR_BZ2_EXTENSION):
-        members = _read_tar_bz2_info(archive)
+        members = _read_tar_bz2_info(archive, size)
     else:
         raise BadPackageError("not a conda package (expected .conda or .tar.bz2)")
     if INDEX_JSON not in members:
@@ -96,8 +195,14 @@ def read_metadata(filename: str, archive: IO[bytes]) -> PackageMetadata:
     return PackageMetadata(index=index, run_exports=run_exports)
 
 
-def _read_conda_info(archive: IO[bytes]) -> dict[str, bytes]:
+def decompression_budget(compressed_size: int, cap: int) -> int:
+    """How many decompressed bytes an archive of `compressed_size` bytes may make us walk."""
+    return min(cap, max(DECOMPRESSED_FLOOR, DECOMPRESSION_RATIO_LIMIT * compressed_size))
+
+
+def _read_conda_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
     try:
+        _check_zip_entry_count(archive, size)
         with zipfile.ZipFile(archive) as outer:
             # Look the component up by its prefix rather than by our file name: a package renamed after it
             # was built still has its original info-<stem>.tar.zst, and the name check happens later.
@@ -110,26 +215,58 @@ def _read_conda_info(archive: IO[bytes]) -> dict[str, bytes]:
                 raise BadPackageError(
                     f"a .conda must hold exactly one info-*.tar.zst component, found {len(components)}"
                 )
+            budget = decompression_budget(components[0].compress_size, CONDA_INFO_DECOMPRESSED_LIMIT)
             with outer.open(components[0]) as compressed:
-                reader = zstandard.ZstdDecompressor().stream_reader(compressed, closefd=False)
-                limited = _LimitedReader(reader, CONDA_INFO_DECOMPRESSED_LIMIT)
-                return _collect_members(limited, stop_after_info=False)
+                decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+                reader = decompressor.stream_reader(compressed, closefd=False)
+                return _collect_members(_LimitedReader(reader, budget), stop_after_info=False)
     except BadPackageError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise BadPackageError(f"not a valid .conda (zip) archive: {error}") from None
+        raise BadPackageError(f"not a valid .conda (zip) archive: {_describe(error)}") from None
     except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError) as error:
         raise BadPackageError(f"corrupt info component in .conda archive: {_describe(error)}") from None
 
 
-def _read_tar_bz2_info(archive: IO[bytes]) -> dict[str, bytes]:
+def _read_tar_bz2_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
     try:
-        limited = _LimitedReader(bz2.BZ2File(archive), TAR_BZ2_DECOMPRESSED_LIMIT)
-        return _collect_members(limited, stop_after_info=True)
+        budget = decompression_budget(size, TAR_BZ2_DECOMPRESSED_LIMIT)
+        return _collect_members(_LimitedReader(bz2.BZ2File(archive), budget), stop_after_info=True)
     except BadPackageError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         raise BadPackageError(f"not a valid .tar.bz2 archive: {_describe(error)}") from None
+
+
+_EOCD = b"PK\x05\x06"
+_EOCD_SIZE = 22
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_EOCD = b"PK\x06\x06"
+
+
+def _check_zip_entry_count(archive: IO[bytes], size: int) -> None:
+    """Refuse a zip whose central directory lists more entries than a .conda has, before zipfile parses
+    them all (a few bytes per entry cost it hundreds: a flood of entries is a memory bomb)."""
+    tail_size = min(size, _EOCD_SIZE + 0xFFFF)
+    archive.seek(size - tail_size)
+    tail = archive.read(tail_size)
+    at = tail.rfind(_EOCD)
+    if at < 0 or at + _EOCD_SIZE > len(tail):
+        raise BadPackageError("not a valid .conda (zip) archive: File is not a zip file")
+    entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+    locator = at - 20
+    if entries == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == _ZIP64_LOCATOR:
+        record_offset = int.from_bytes(tail[locator + 8 : locator + 16], "little")
+        archive.seek(record_offset)
+        record = archive.read(56)
+        if record[:4] != _ZIP64_EOCD or len(record) < 56:
+            raise BadPackageError("not a valid .conda (zip) archive: bad zip64 end of central directory")
+        entries = int.from_bytes(record[32:40], "little")
+    if entries > MAX_ZIP_ENTRIES:
+        raise BadPackageError(
+            f"the zip holds {entries} entries, over the limit of {MAX_ZIP_ENTRIES} for a .conda"
+        )
+    archive.seek(0)
 
 
 def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str, bytes]:
@@ -140,7 +277,13 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
     """
     wanted = {INDEX_JSON, RUN_EXPORTS_JSON}
     found: dict[str, bytes] = {}
-    for tar, member in tar_generator(stream):
+    for count, (tar, member) in enumerate(tar_generator(stream), start=1):
+        # tarfile keeps every member it has walked; a stream never looks back, so keep none.
+        tar.members.clear()
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise BadPackageError(
+                f"{INDEX_JSON} not found within the first {MAX_ARCHIVE_MEMBERS} archive members"
+            )
         path = member.name.removeprefix("./")
         if path in wanted and member.isfile():
             if member.size > METADATA_MEMBER_LIMIT:
@@ -160,9 +303,9 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
 
 def _parse_json_object(raw: bytes, path: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadPackageError(f"{path} is not valid JSON: {_describe(error)}") from None
+        value = load_strict_json(raw)
+    except StrictJsonError as error:
+        raise BadPackageError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise BadPackageError(f"{path} must hold a JSON object, not {type(value).__name__}")
     return value
@@ -170,7 +313,7 @@ def _parse_json_object(raw: bytes, path: str) -> dict[str, Any]:
 
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return text[0] if text and text[0] else type(error).__name__
+    return text[0][:200] if text and text[0] else type(error).__name__
 
 
 class _LimitedReader(io.RawIOBase):

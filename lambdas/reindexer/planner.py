@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES, package_extension, parse_package_filename
-from .records import Record, encode_record
+from .record_schema import RECORD_SCHEMA, RecordError
+from .records import Record, checked_stored_record, encode_record
 from .state import IndexedPackage, RejectedFile, SubdirState
 from .store import StoredObject
 
@@ -72,20 +73,26 @@ def listing_rejection(filename: str) -> str | None:
     return None
 
 
-def adopt_repodata(records: Mapping[str, Record], objects: Iterable[StoredObject]) -> SubdirState:
+def adopt_repodata(
+    records: Mapping[str, Record], objects: Iterable[StoredObject], subdir: str
+) -> SubdirState:
     """A state built from another indexer's repodata.json, keeping only records the listing vouches for.
 
     The ETag of a single-part upload is the MD5 of its bytes; a multipart ETag proves nothing, so such a
-    package is read again. The outputs are left unrecorded, so the first run rewrites them in our format.
+    package is read again, and so is one whose record today's rules refuse. The outputs are left unrecorded,
+    so the first run rewrites them in our format.
     """
-    state = SubdirState()
+    state = SubdirState(schema=RECORD_SCHEMA)
     for obj in objects:
         record = records.get(obj.name)
-        if record is None or not _PLAIN_MD5.match(obj.etag):
-            continue
         filename = parse_package_filename(obj.name)
-        vouched = record.get("md5") == obj.etag and record.get("size") == obj.size
-        named = filename is not None and record.get("name") == filename.name
-        if vouched and named and isinstance(record.get("sha256"), str):
-            state.packages[obj.name] = IndexedPackage(obj.etag, obj.size, encode_record(record))
+        if record is None or filename is None or not _PLAIN_MD5.match(obj.etag):
+            continue
+        if record.get("md5") != obj.etag or record.get("size") != obj.size:
+            continue
+        try:
+            checked = checked_stored_record(record, filename, subdir)
+        except RecordError:
+            continue  # read like a new package, and judged by what it holds
+        state.packages[obj.name] = IndexedPackage(obj.etag, obj.size, encode_record(checked))
     return state

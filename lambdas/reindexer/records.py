@@ -1,57 +1,75 @@
-"""Repodata records: a package's info/index.json checked against its file name and folder, plus its digests.
+"""Repodata records: a package's info/index.json checked against its file name, folder and the record
+schema (reindexer.record_schema), plus its digests; and records kept from earlier runs checked again.
 
-A record that clients would choke on (wrong types, a name that disagrees with the file) is refused here, so
-one bad package can never make a whole repodata.json unreadable.
+A record that clients would choke on is refused here, so one bad package can never make a whole
+repodata.json, or the records of a good package of the same name, unreadable.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .layout import PackageFilename
 from .package_reader import ArchiveDigests, BadPackageError, PackageMetadata
+from .record_schema import INT64_MAX, RecordError, checked_index_fields, checked_run_exports, show
+from .strict_json import dump_json
 
 Record = dict[str, Any]
 # A record as compact, key-sorted JSON text. Records stay in this form between runs: a subdir of 100,000
 # packages is re-published by joining texts, and only the records of changed shards are ever parsed.
 RecordJson = str
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_VERSION = re.compile(r"^[A-Za-z0-9_.+!*]+$")
-_BUILD = re.compile(r"^[A-Za-z0-9_.+!]+$")
-_STRING_FIELDS = ("license", "license_family", "arch", "platform", "python_site_packages_path")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def build_record(
     filename: PackageFilename, subdir: str, metadata: PackageMetadata, digests: ArchiveDigests
 ) -> Record:
     """Return the repodata record for one package, or raise BadPackageError with a one-line reason."""
-    index = metadata.index
-    identity = _check_identity(index)
-    if identity != (filename.name, filename.version, filename.build):
-        raise BadPackageError(f"file name says {filename.stem} but info/index.json says {'-'.join(identity)}")
-    declared_subdir = index.get("subdir")
-    if declared_subdir is not None and declared_subdir != subdir:
-        raise BadPackageError(
-            f"info/index.json says subdir {declared_subdir!r} but the file is in {subdir!r}"
-        )
-    _check_types(index)
-
-    record: Record = dict(index)
-    record["subdir"] = subdir
-    record.setdefault("depends", [])
-    if metadata.run_exports:
-        record["run_exports"] = metadata.run_exports
+    try:
+        record: Record = checked_index_fields(metadata.index, filename, subdir)
+        if metadata.run_exports is not None:
+            run_exports = checked_run_exports(metadata.run_exports)
+            if run_exports:
+                record["run_exports"] = run_exports
+    except RecordError as error:
+        raise BadPackageError(str(error)) from None
     record["md5"] = digests.md5
     record["sha256"] = digests.sha256
     record["size"] = digests.size
     return sort_record(record)
 
 
+def checked_stored_record(record: Mapping[str, Any], filename: PackageFilename, subdir: str) -> Record:
+    """A record kept from an earlier run or another indexer's repodata.json, under today's rules.
+
+    Raises RecordError when it holds something clients would refuse; digests and size must be well-formed.
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError(f"a record must be a JSON object, not {type(record).__name__}")
+    checked: Record = checked_index_fields(record, filename, subdir)
+    if record.get("run_exports") is not None:
+        run_exports = checked_run_exports(record["run_exports"])
+        if run_exports:
+            checked["run_exports"] = run_exports
+    for field, length in (("md5", 32), ("sha256", 64)):
+        value = record.get(field)
+        if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) != length:
+            raise RecordError(f"{field} must be {length} lowercase hex digits, not {show(value)}")
+        checked[field] = value
+    size = record.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= INT64_MAX:
+        raise RecordError(f"size must be a whole number of bytes, not {show(size)}")
+    checked["size"] = size
+    return sort_record(checked)
+
+
 def encode_record(record: Record) -> RecordJson:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    """Compact, key-sorted JSON; NaN and Infinity are refused (ValueError), as clients refuse them."""
+    return dump_json(record)
 
 
 def decode_record(text: RecordJson) -> Record:
@@ -62,44 +80,3 @@ def decode_record(text: RecordJson) -> Record:
 def sort_record(record: Record) -> Record:
     """Order keys so every serialisation (JSON, msgpack shards) is byte-for-byte reproducible."""
     return {key: record[key] for key in sorted(record)}
-
-
-def _check_identity(index: dict[str, Any]) -> tuple[str, str, str]:
-    values = []
-    for field, pattern in (("name", _NAME), ("version", _VERSION), ("build", _BUILD)):
-        value = index.get(field)
-        if not isinstance(value, str) or not value:
-            raise BadPackageError(f"info/index.json has no valid {field!r} (a non-empty string)")
-        if not pattern.match(value):
-            raise BadPackageError(f"info/index.json {field} {value!r} has characters conda does not allow")
-        values.append(value)
-    return values[0], values[1], values[2]
-
-
-def _check_types(index: dict[str, Any]) -> None:
-    build_number = index.get("build_number", 0)
-    if isinstance(build_number, bool) or not isinstance(build_number, int) or build_number < 0:
-        raise BadPackageError(
-            f"info/index.json build_number must be a non-negative integer, not {build_number!r}"
-        )
-    for field in ("depends", "constrains"):
-        value = index.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise BadPackageError(f"info/index.json {field} must be a list of strings")
-    timestamp = index.get("timestamp")
-    if timestamp is not None and (
-        isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0
-    ):
-        raise BadPackageError(f"info/index.json timestamp must be a non-negative integer, not {timestamp!r}")
-    noarch = index.get("noarch")
-    if noarch is not None and not isinstance(noarch, (str, bool)):
-        raise BadPackageError(f"info/index.json noarch must be a string, not {noarch!r}")
-    for field in ("features", "track_features"):
-        value = index.get(field)
-        valid = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-        if value is not None and not valid:
-            raise BadPackageError(f"info/index.json {field} must be a string")
-    for field in _STRING_FIELDS:
-        value = index.get(field)
-        if value is not None and not isinstance(value, str):
-            raise BadPackageError(f"info/index.json {field} must be a string")

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Reasons are kept in the state and shown in logs and reports: whatever a package holds, they stay short.
+MAX_REASON_LENGTH = 300
+
+
+def one_line_reason(text: str) -> str:
+    """`text` as one line of printable characters, at most MAX_REASON_LENGTH long."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split()) or "no reason given"
+    return line if len(line) <= MAX_REASON_LENGTH else f"{line[: MAX_REASON_LENGTH - 1]}…"
+
 
 @dataclass(frozen=True)
 class Rejection:

@@ -79,6 +79,11 @@ def render_shard(records: Mapping[str, RecordJson]) -> bytes:
     return zstandard.ZstdCompressor(level=SHARD_ZST_LEVEL).compress(packed)
 
 
+def check_shardable(record: Record) -> None:
+    """Raise if the record cannot go into a shard (msgpack refuses it), before it is accepted at all."""
+    msgpack.packb(_shard_record(record), use_bin_type=True)
+
+
 def shard_digest(shard: bytes) -> str:
     """A shard's address: the sha256 of its compressed bytes."""
     return hashlib.sha256(shard).hexdigest()

@@ -44,6 +44,8 @@ class SubdirState:
     outputs: dict[str, str] = field(default_factory=dict)
     shards: dict[str, str] = field(default_factory=dict)
     settings: str = ""
+    # The record schema (reindexer.record_schema.RECORD_SCHEMA) the records were last checked under.
+    schema: int = 0
 
     def records(self) -> dict[str, RecordJson]:
         return {filename: package.record for filename, package in self.packages.items()}
@@ -51,6 +53,7 @@ class SubdirState:
     def to_bytes(self) -> bytes:
         header = {
             "format": STATE_FORMAT,
+            "schema": self.schema,
             "settings": self.settings,
             "outputs": self.outputs,
             "shards": self.shards,
@@ -59,7 +62,7 @@ class SubdirState:
                 for name, rejected in sorted(self.rejected.items())
             },
         }
-        lines = [json.dumps(header, ensure_ascii=False, separators=(",", ":"))]
+        lines = [json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))]
         for filename, package in sorted(self.packages.items()):
             if any(separator in filename + package.etag for separator in _SEPARATORS):
                 raise ValueError(f"cannot store {filename!r} with ETag {package.etag!r}: tab or newline")
@@ -88,6 +91,7 @@ class SubdirState:
                 outputs=dict(header["outputs"]),
                 shards=dict(header["shards"]),
                 settings=str(header["settings"]),
+                schema=int(header.get("schema", 0)),
             )
         except (zstandard.ZstdError, ValueError, KeyError, TypeError, AttributeError) as error:
             # ValueError covers malformed JSON, undecodable bytes and lines that do not split in four.

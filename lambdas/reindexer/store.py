@@ -48,6 +48,11 @@ class TransientStoreError(StoreError):
     """Worth retrying later: throttling, a 5xx, a timeout, a dropped connection."""
 
 
+class UnreadableObjectError(StoreError):
+    """The object exists but cannot be read with the indexer's credentials: an archived storage class
+    (Glacier, Deep Archive) or a customer-provided encryption key (SSE-C). A verdict on the object."""
+
+
 class FatalStoreError(StoreError):
     """Nothing can be done with this target: missing bucket or local folder, access denied, endpoint down.
 
@@ -72,8 +77,18 @@ class Store(Protocol):
         """Whole content and ETag of a small object; NotFoundError if absent."""
         ...
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
-        """Stream an object's bytes to `sink` and return what was read (its ETag and size)."""
+    def download(
+        self,
+        key: str,
+        sink: Callable[[bytes], None],
+        *,
+        expect: Callable[[StoredObject], None] | None = None,
+    ) -> StoredObject:
+        """Stream an object's bytes to `sink` and return what was read (its ETag and size).
+
+        `expect` is shown the object (ETag, size) before its first byte is read; whatever it raises (a
+        refusal) propagates and nothing is downloaded.
+        """
         ...
 
     def write(

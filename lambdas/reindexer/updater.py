@@ -16,12 +16,13 @@ from dataclasses import replace
 from .indexer import IndexOptions, index_subdir, index_subdir_locked
 from .layout import REPODATA_JSON, join_key
 from .lease import Lease
-from .package_fetch import Gone, Outcome, read_packages
+from .package_fetch import Gone, read_packages, recheck_records
 from .planner import listing_rejection
 from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
-from .reports import SubdirReport
+from .record_schema import RECORD_SCHEMA
+from .reports import SubdirReport, one_line_reason
 from .state import RejectedFile
-from .store import Store, StoredObject, TransientStoreError
+from .store import Store, StoredObject, TransientStoreError, UnreadableObjectError
 
 
 def update_subdir(
@@ -51,7 +52,8 @@ def _update_locked(
         _ensure_noarch(store, channel, subdir, options)
         return index_subdir_locked(store, prefix, subdir, options, lease)
 
-    outcomes: list[tuple[StoredObject, Outcome]] = []
+    # Records kept under older rules are checked again first; what the events report then overrides them.
+    outcomes = recheck_records(previous.packages, subdir) if previous.schema != RECORD_SCHEMA else []
     to_read: list[StoredObject] = []
     for name in names:
         key = join_key(prefix, name)
@@ -60,7 +62,11 @@ def _update_locked(
         if known is None and reason is None:
             to_read.append(StoredObject(key, "", 0))  # new: one GET reads it, no HEAD first
             continue
-        current = store.head(key)
+        try:
+            current = store.head(key)
+        except UnreadableObjectError as error:
+            outcomes.append((StoredObject(key, "", 0), RejectedFile("", 0, one_line_reason(str(error)))))
+            continue
         if current is None:
             outcomes.append((StoredObject(key, "", 0), Gone()))
         elif known is not None and (known.etag, known.size) == (current.etag, current.size):
@@ -69,16 +75,28 @@ def _update_locked(
             outcomes.append((current, RejectedFile(current.etag, current.size, reason)))
         else:
             to_read.append(current)
-    outcomes += read_packages(store, subdir, to_read, jobs=options.jobs, deadline=options.deadline)
+    outcomes += read_packages(
+        store,
+        subdir,
+        to_read,
+        jobs=options.jobs,
+        max_size=options.max_package_bytes,
+        deadline=options.deadline,
+    )
 
-    state = replace(previous, packages=dict(previous.packages), rejected=dict(previous.rejected))
+    state = replace(
+        previous,
+        packages=dict(previous.packages),
+        rejected=dict(previous.rejected),
+        schema=RECORD_SCHEMA,
+    )
     report = SubdirReport(subdir)
     fold_outcomes(state, previous, outcomes, report)
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
     if state.packages != previous.packages:
         publish_outputs(store, prefix, subdir, state, previous, options.settings, jobs=options.jobs)
         report.written = True
-    elif state.rejected == previous.rejected:
+    elif (state.rejected, state.schema) == (previous.rejected, previous.schema):
         return report
     commit_state(store, prefix, state, state_etag, lease)
     return report

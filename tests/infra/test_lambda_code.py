@@ -17,7 +17,7 @@ import pytest
 from aws_cdk import aws_lambda
 from aws_cdk.assertions import Template
 
-from infra.lambda_code import BundlingError, LocalPipBundling, build_bundle, lambda_code
+from infra.lambda_code import PLATFORM_TAGS, BundlingError, LocalPipBundling, build_bundle, lambda_code
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
@@ -25,6 +25,9 @@ HANDLER_MODULES = ("reindexer.handlers.package_events", "reindexer.handlers.full
 EM_X86_64 = 62
 EM_AARCH64 = 183
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+# Measured arm64 bundle: ~141 MB, of which py-rattler's one shared library is 75 MB (the record schema's
+# parsers), botocore 30 MB and zstandard 21 MB. The budget keeps 40 % of Lambda's limit free.
+BUNDLE_BUDGET = LAMBDA_UNZIPPED_LIMIT * 0.6
 
 # Imports the handlers from the bundle alone (run with -I -S: no site-packages, no PYTHONPATH, no cwd) and
 # reports where the package came from, the AWS SDK's versions, and whether botocore knows conditional writes.
@@ -61,19 +64,20 @@ def elf_machine(path: Path) -> int:
     return int(struct.unpack_from("<H", header, 18)[0])
 
 
-def this_platform() -> tuple[str, str]:
+def this_platform() -> tuple[tuple[str, ...], str]:
     """pip's platform tag and the Python version of the interpreter running the tests."""
-    tags = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
-    if sys.platform != "linux" or platform.machine() not in tags or platform.libc_ver()[0] != "glibc":
+    architectures = {"x86_64": "x86_64", "aarch64": "arm64"}
+    machine = platform.machine()
+    if sys.platform != "linux" or machine not in architectures or platform.libc_ver()[0] != "glibc":
         pytest.skip("the bundle's wheels only run on glibc Linux on x86_64 or aarch64")
-    return tags[platform.machine()], f"{sys.version_info.major}.{sys.version_info.minor}"
+    return PLATFORM_TAGS[architectures[machine]], f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @pytest.mark.slow
 def test_bundle_for_this_interpreter_imports_the_handlers_without_site_packages(tmp_path: Path) -> None:
-    platform_tag, python_version = this_platform()
+    platform_tags, python_version = this_platform()
     bundle = tmp_path / "bundle"
-    build_bundle(PROJECT_ROOT, bundle, platform_tag=platform_tag, python_version=python_version)
+    build_bundle(PROJECT_ROOT, bundle, platform_tags=platform_tags, python_version=python_version)
 
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -107,7 +111,7 @@ def test_bundle_for_this_interpreter_imports_the_handlers_without_site_packages(
 @pytest.mark.slow
 def test_arm64_bundle_for_python_3_13_has_aarch64_extensions_and_the_handlers(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
-    build_bundle(PROJECT_ROOT, bundle, platform_tag="manylinux2014_aarch64", python_version="3.13")
+    build_bundle(PROJECT_ROOT, bundle, platform_tags=PLATFORM_TAGS["arm64"], python_version="3.13")
 
     extensions = sorted((bundle / "zstandard").glob("backend_c.*.so"))
     assert [path.name for path in extensions] == ["backend_c.cpython-313-aarch64-linux-gnu.so"]
@@ -119,7 +123,7 @@ def test_arm64_bundle_for_python_3_13_has_aarch64_extensions_and_the_handlers(tm
     assert not list(bundle.rglob("__pycache__"))
     assert not (bundle / "bin").exists()
     size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
-    assert size < LAMBDA_UNZIPPED_LIMIT / 2, f"the bundle is {size / 2**20:.0f} MiB unzipped"
+    assert size < BUNDLE_BUDGET, f"the bundle is {size / 2**20:.0f} MiB unzipped"
 
 
 def test_a_pip_failure_is_one_clear_line(tmp_path: Path) -> None:
@@ -127,7 +131,7 @@ def test_a_pip_failure_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "lambdas" / "reindexer" / "__init__.py").write_text("")
     (tmp_path / "requirements.txt").write_text("this is not a requirement ===\n")
     with pytest.raises(BundlingError, match=r"^pip could not install .* ERROR: .*") as raised:
-        build_bundle(tmp_path, tmp_path / "out", platform_tag="manylinux2014_aarch64", python_version="3.13")
+        build_bundle(tmp_path, tmp_path / "out", platform_tags=PLATFORM_TAGS["arm64"], python_version="3.13")
     assert "\n" not in str(raised.value)
 
 
@@ -140,7 +144,7 @@ def test_local_bundling_leaves_it_to_docker_without_pip(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pip" else original_find_spec(name, *a)
     )
-    bundler = LocalPipBundling(PROJECT_ROOT, platform_tag="manylinux2014_aarch64", python_version="3.13")
+    bundler = LocalPipBundling(PROJECT_ROOT, platform_tags=PLATFORM_TAGS["arm64"], python_version="3.13")
     assert bundler.try_bundle(str(tmp_path), image=aws_lambda.Runtime.PYTHON_3_13.bundling_image) is False
     assert not list(tmp_path.iterdir())
 

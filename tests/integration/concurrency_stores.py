@@ -39,8 +39,10 @@ class StoreWrapper:
     def read(self, key: str) -> tuple[bytes, str]:
         return self._around("read", key, lambda: self.inner.read(key))
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
-        return self._around("download", key, lambda: self.inner.download(key, sink))
+    def download(
+        self, key: str, sink: Callable[[bytes], None], *, expect: Callable[[StoredObject], None] | None = None
+    ) -> StoredObject:
+        return self._around("download", key, lambda: self.inner.download(key, sink, expect=expect))
 
     def write(
         self,

@@ -366,7 +366,8 @@ def test_concurrent_indexers_converge(
 def test_large_multipart_package_is_indexed_with_its_real_digests(moto_store: S3Store) -> None:
     # Bigger than the in-memory spool (so it spills to a temporary file) and uploaded in parts, so its
     # ETag is not an MD5: the record's md5 must come from the bytes, and the ETag still detects no change.
-    payload = os.urandom(reindexer.package_reader.SPOOL_MEMORY_LIMIT + 1024 * 1024)
+    # Three 8 MiB parts, and more than the spool keeps in memory.
+    payload = os.urandom(max(reindexer.package_reader.SPOOL_MEMORY_LIMIT, 16 * 1024 * 1024) + 1024 * 1024)
     filename = "bigpkg-1.0-h0_0.conda"
     data = package_factory.conda_archive(
         "bigpkg-1.0-h0_0",

@@ -362,7 +362,9 @@ def test_packages_in_an_unknown_subdir_folder_are_reported_on_the_channel(channe
 def test_read_package_of_a_file_that_vanished_reports_it_gone_not_rejected(tmp_path):
     store = LocalStore(tmp_path)
 
-    outcome = read_package(store, "linux-64", StoredObject("linux-64/gone-1.0-h0_0.conda", "e", 10))
+    outcome = read_package(
+        store, "linux-64", StoredObject("linux-64/gone-1.0-h0_0.conda", "e", 10), max_size=1024
+    )
 
     assert outcome == Gone()
 
@@ -467,8 +469,10 @@ class Md5EtagStore(LocalStore):
         listing.objects = [self._md5_etag(obj) for obj in listing.objects]
         return listing
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
-        return self._md5_etag(super().download(key, sink))
+    def download(
+        self, key: str, sink: Callable[[bytes], None], *, expect: Callable[[StoredObject], None] | None = None
+    ) -> StoredObject:
+        return self._md5_etag(super().download(key, sink, expect=expect))
 
     def _md5_etag(self, obj: StoredObject) -> StoredObject:
         if not obj.name.endswith((".conda", ".tar.bz2")):
@@ -580,11 +584,13 @@ class FlakyDownloadStore(LocalStore):
         super().__init__(root)
         self.failing = failing
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
+    def download(
+        self, key: str, sink: Callable[[bytes], None], *, expect: Callable[[StoredObject], None] | None = None
+    ) -> StoredObject:
         if key.rsplit("/", 1)[-1] in self.failing:
             self._count("read")
             raise TransientStoreError(f"connection reset while reading {key}")
-        return super().download(key, sink)
+        return super().download(key, sink, expect=expect)
 
 
 def test_package_that_cannot_be_fetched_is_reported_and_read_on_the_next_run(channel, packages):

@@ -6,7 +6,7 @@ import pytest
 
 from reindexer.layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES
 from reindexer.planner import adopt_repodata, listing_rejection, plan_subdir
-from reindexer.records import encode_record
+from reindexer.records import decode_record, encode_record, sort_record
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.store import StoredObject
 
@@ -14,6 +14,7 @@ A = "a-1.0-h0_0.conda"
 B = "b-1.0-h0_0.tar.bz2"
 C = "c-1.0-h0_0.conda"
 MD5 = "0123456789abcdef0123456789abcdef"
+SUBDIR = "linux-64"
 
 
 def obj(name: str, etag: str = "e1", size: int = 100, subdir: str = "linux-64") -> StoredObject:
@@ -171,27 +172,44 @@ def adoptable(size: int = 100, md5: str = MD5, **fields: object) -> dict[str, ob
 def test_adopt_repodata_takes_records_whose_md5_is_the_plain_etag():
     record = adoptable()
 
-    state = adopt_repodata({A: record}, [obj(A, MD5, 100)])
+    state = adopt_repodata({A: record}, [obj(A, MD5, 100)], SUBDIR)
 
-    assert state.packages == {A: IndexedPackage(MD5, 100, encode_record(record))}
+    expected = {**record, "subdir": SUBDIR, "build_number": 0, "depends": []}
+    assert state.packages == {A: IndexedPackage(MD5, 100, encode_record(sort_record(expected)))}
     assert state.outputs == {}
 
 
+def test_adopted_records_are_cleaned_like_new_ones():
+    record = adoptable(fn="elsewhere.conda", url="https://evil.example/a.conda", custom={"x": 1})
+
+    state = adopt_repodata({A: record}, [obj(A, MD5, 100)], SUBDIR)
+
+    adopted = decode_record(state.packages[A].record)
+    assert not {"fn", "url", "custom"} & adopted.keys()
+
+
+@pytest.mark.parametrize(
+    "fields", [{"noarch": "x"}, {"version": "2.0"}, {"depends": ["numpy 1!!2"]}, {"timestamp": float("nan")}]
+)
+def test_adopt_repodata_reads_again_records_todays_rules_refuse(fields):
+    assert adopt_repodata({A: adoptable(**fields)}, [obj(A, MD5, 100)], SUBDIR).packages == {}
+
+
 def test_adopt_repodata_skips_records_with_another_md5():
-    state = adopt_repodata({A: adoptable(md5="f" * 32)}, [obj(A, MD5, 100)])
+    state = adopt_repodata({A: adoptable(md5="f" * 32)}, [obj(A, MD5, 100)], SUBDIR)
 
     assert state.packages == {}
 
 
 def test_adopt_repodata_skips_records_with_another_size():
-    state = adopt_repodata({A: adoptable(size=99)}, [obj(A, MD5, 100)])
+    state = adopt_repodata({A: adoptable(size=99)}, [obj(A, MD5, 100)], SUBDIR)
 
     assert state.packages == {}
 
 
 @pytest.mark.parametrize("etag", [f"{MD5}-2", "abc-2", MD5.upper(), f'"{MD5}"', "1a2b-64f0-1f"])
 def test_adopt_repodata_never_trusts_etags_that_are_not_plain_md5(etag):
-    state = adopt_repodata({A: adoptable(md5=etag)}, [obj(A, etag, 100)])
+    state = adopt_repodata({A: adoptable(md5=etag)}, [obj(A, etag, 100)], SUBDIR)
 
     assert state.packages == {}
 
@@ -201,11 +219,11 @@ def test_adopt_repodata_skips_records_clients_could_not_use(missing):
     record = adoptable()
     del record[missing]
 
-    assert adopt_repodata({A: record}, [obj(A, MD5, 100)]).packages == {}
+    assert adopt_repodata({A: record}, [obj(A, MD5, 100)], SUBDIR).packages == {}
 
 
 def test_adopt_repodata_ignores_records_of_files_no_longer_listed_and_files_without_records():
-    state = adopt_repodata({A: adoptable()}, [obj(B, MD5, 100)])
+    state = adopt_repodata({A: adoptable()}, [obj(B, MD5, 100)], SUBDIR)
 
     assert state.packages == {}
 
@@ -214,7 +232,7 @@ def test_adopted_packages_are_kept_by_the_next_plan():
     record = adoptable()
     listing = [obj(A, MD5, 100), obj(B, "e9", 5)]
 
-    plan = plan_subdir(listing, adopt_repodata({A: record, B: adoptable()}, listing))
+    plan = plan_subdir(listing, adopt_repodata({A: record, B: adoptable()}, listing, SUBDIR))
 
     assert list(plan.keep) == [A]
     assert [o.name for o in plan.read] == [B]

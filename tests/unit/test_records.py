@@ -77,17 +77,17 @@ def test_missing_or_non_string_identity_is_refused(field, value):
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
-        ({"build_number": "1"}, "build_number must be a non-negative integer"),
-        ({"build_number": -1}, "build_number must be a non-negative integer"),
-        ({"build_number": True}, "build_number must be a non-negative integer"),
-        ({"build_number": 1.5}, "build_number must be a non-negative integer"),
-        ({"depends": "python >=3"}, "depends must be a list of strings"),
-        ({"depends": [1]}, "depends must be a list of strings"),
-        ({"depends": None}, "depends must be a list of strings"),
-        ({"constrains": {"a": 1}}, "constrains must be a list of strings"),
-        ({"timestamp": "2024-01-01"}, "timestamp must be a non-negative integer"),
-        ({"timestamp": -5}, "timestamp must be a non-negative integer"),
-        ({"noarch": 1}, "noarch must be a string"),
+        ({"build_number": "1"}, "build_number must be a whole number"),
+        ({"build_number": -1}, "build_number must be a whole number"),
+        ({"build_number": True}, "build_number must be a whole number"),
+        ({"build_number": 1.5}, "build_number must be a whole number"),
+        ({"depends": "python >=3"}, "depends must be a list of match specs"),
+        ({"depends": [1]}, "depends holds 1, not a match spec"),
+        ({"depends": None}, "depends must be a list of match specs"),
+        ({"constrains": {"a": 1}}, "constrains must be a list of match specs"),
+        ({"timestamp": "2024-01-01"}, "timestamp must be a whole number"),
+        ({"timestamp": -5}, "timestamp must be a whole number"),
+        ({"noarch": 1}, 'noarch must be "python" or "generic"'),
         ({"track_features": 1}, "track_features must be a string"),
         ({"features": [1]}, "features must be a string"),
         ({"license": 5}, "license must be a string"),
@@ -123,13 +123,23 @@ def test_accepted_optional_fields_of_real_packages():
     assert record["constrains"] == ["other <2"]
 
 
-def test_record_carries_index_fields_and_digests():
-    record = build(index_json(depends=["python >=3.11"], license="BSD-3-Clause", custom_field={"k": "v"}))
+def test_record_carries_known_index_fields_and_digests_and_drops_the_rest():
+    record = build(
+        index_json(
+            depends=["python >=3.11"],
+            license="BSD-3-Clause",
+            custom_field={"k": "v"},
+            fn="other.conda",
+            url="https://evil.example/pkg.conda",
+            channel="https://evil.example",
+            legacy_bz2_md5="zz",
+            arch=None,
+        )
+    )
 
     assert record == {
         "build": "h0_0",
         "build_number": 0,
-        "custom_field": {"k": "v"},
         "depends": ["python >=3.11"],
         "license": "BSD-3-Clause",
         "md5": DIGESTS.md5,

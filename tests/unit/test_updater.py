@@ -311,11 +311,13 @@ class FlakyStore(LocalStore):
         super().__init__(root)
         self.failing = failing
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
+    def download(
+        self, key: str, sink: Callable[[bytes], None], *, expect: Callable[[StoredObject], None] | None = None
+    ) -> StoredObject:
         if key == self.failing:
             self.requests["read"] += 1
             raise TransientStoreError(f"{key}: SlowDown")
-        return super().download(key, sink)
+        return super().download(key, sink, expect=expect)
 
 
 def test_transient_read_failure_of_a_new_file_is_reported_and_the_others_are_indexed(

@@ -72,12 +72,20 @@ class LocalStore:
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error.strerror}") from None
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
+    def download(
+        self,
+        key: str,
+        sink: Callable[[bytes], None],
+        *,
+        expect: Callable[[StoredObject], None] | None = None,
+    ) -> StoredObject:
         self._count("read")
         path = self._path(key)
         try:
             with path.open("rb") as file:
                 stat = os.fstat(file.fileno())
+                if expect is not None:
+                    expect(StoredObject(key, _etag(stat), stat.st_size))
                 while chunk := file.read(DOWNLOAD_CHUNK):
                     sink(chunk)
                 return StoredObject(key, _etag(stat), stat.st_size)

@@ -30,6 +30,7 @@ from ..store import (
     StoredObject,
     StoreError,
     TransientStoreError,
+    UnreadableObjectError,
 )
 
 if TYPE_CHECKING:
@@ -99,13 +100,25 @@ class S3Store:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             return response["Body"].read(), _unquote(response["ETag"])
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> StoredObject:
+    def download(
+        self,
+        key: str,
+        sink: Callable[[bytes], None],
+        *,
+        expect: Callable[[StoredObject], None] | None = None,
+    ) -> StoredObject:
         with self._errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-            size = 0
-            for chunk in response["Body"].iter_chunks(DOWNLOAD_CHUNK):
-                sink(chunk)
-                size += len(chunk)
+            body = response["Body"]
+            try:
+                if expect is not None:
+                    expect(StoredObject(key, _unquote(response["ETag"]), response["ContentLength"]))
+                size = 0
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                    sink(chunk)
+                    size += len(chunk)
+            finally:
+                body.close()
             return StoredObject(key, _unquote(response["ETag"]), size)
 
     def write(
@@ -190,6 +203,13 @@ class S3Store:
         code = str(details.get("Code", ""))
         status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         location = self.describe(key)
+        if code == "InvalidObjectState":
+            return UnreadableObjectError(f"{location} is archived ({details.get('StorageClass', 'Glacier')})")
+        if code == "InvalidRequest" and "Server Side Encryption" in str(details.get("Message", "")):
+            return UnreadableObjectError(f"{location} is encrypted with a customer-provided key (SSE-C)")
+        if code == "400":
+            # A HEAD has no body to name its error; for an existing key, 400 means SSE-C.
+            return UnreadableObjectError(f"{location} cannot be read without a customer-provided key (400)")
         if code == "NoSuchBucket":
             return FatalStoreError(f"bucket {self.bucket!r} does not exist")
         if code in _NOT_FOUND or status == "404":

@@ -1,0 +1,256 @@
+"""The fields a published record may hold, each with the type and value rules real clients apply.
+
+Known fields are allow-listed; everything else in info/index.json is dropped. Names, versions, build
+strings and match specs are checked with rattler's own parsers (py-rattler, the library pixi is built on),
+and the whole index part once more with rattler's IndexJson deserializer, so a record we publish is one
+rattler parses. conda's extra rules (lowercase names, noarch values) are applied on top. Digests and size
+are ours, computed from the archive; `fn`, `url`, `channel` and the legacy fields are never taken from it.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rattler import MatchSpec, PackageName, Version
+from rattler.package import IndexJson, RunExportsJson
+
+from .layout import PackageFilename
+
+# Bump when the rules change: records kept from earlier runs are checked again under the new rules.
+RECORD_SCHEMA = 1
+
+MAX_NAME_LENGTH = 128
+MAX_VERSION_LENGTH = 128
+MAX_BUILD_LENGTH = 128
+MAX_SPEC_LENGTH = 512
+MAX_SPECS = 2048
+MAX_TEXT_LENGTH = 1024
+MAX_LIST_ITEMS = 64
+# Milliseconds (or seconds: clients take small values as seconds) since 1970, up to the year 2100.
+MAX_TIMESTAMP = 4_102_444_800_000
+INT64_MAX = 2**63 - 1
+
+RUN_EXPORTS_KINDS = ("weak", "strong", "noarch", "weak_constrains", "strong_constrains")
+# Dropped, never copied: where the file lives is the client's to derive; digests and size are ours; the
+# legacy and platform fields are conda-index's deprecated keys (conda reads `platform` as an enum).
+DROPPED_FIELDS = frozenset(
+    {
+        "fn",
+        "url",
+        "channel",
+        "md5",
+        "sha256",
+        "size",
+        "legacy_bz2_md5",
+        "legacy_bz2_size",
+        "arch",
+        "platform",
+        "date",
+        "package_type",
+        "preferred_env",
+    }
+)
+
+
+class RecordError(ValueError):
+    """A field value no client would accept; the message is a one-line reason naming the field."""
+
+
+def checked_index_fields(index: Mapping[str, Any], filename: PackageFilename, subdir: str) -> dict[str, Any]:
+    """The fields of info/index.json (or of a stored record) a published record keeps, checked and cleaned.
+
+    Raises RecordError for a value clients would refuse. Unknown fields, nulls and DROPPED_FIELDS are left
+    out; the subdir is the folder's.
+    """
+    _check_identity(index, filename)
+    declared_subdir = index.get("subdir")
+    if declared_subdir is not None and declared_subdir != subdir:
+        raise RecordError(
+            f"info/index.json says subdir {show(declared_subdir)} but the file is in {subdir!r}"
+        )
+    fields: dict[str, Any] = {
+        "name": filename.name,
+        "version": filename.version,
+        "build": filename.build,
+        "subdir": subdir,
+        "build_number": _whole_number(index.get("build_number", 0), "build_number", INT64_MAX),
+        "depends": _specs(index.get("depends", []), "depends"),
+    }
+    for field, check in _OPTIONAL_FIELDS.items():
+        value = index.get(field)
+        if value is not None:
+            fields[field] = check(value, field)
+    _confirm_with_rattler(IndexJson.from_str, fields, "info/index.json")
+    return fields
+
+
+def checked_run_exports(run_exports: Any) -> dict[str, list[str]]:
+    """info/run_exports.json as clients read it: lists of match specs by kind; unknown kinds dropped."""
+    if not isinstance(run_exports, dict):
+        raise RecordError(f"run_exports must be an object, not {type(run_exports).__name__}")
+    checked = {
+        kind: _specs(run_exports[kind], f"run_exports.{kind}")
+        for kind in RUN_EXPORTS_KINDS
+        if run_exports.get(kind) is not None
+    }
+    _confirm_with_rattler(RunExportsJson.from_str, checked, "info/run_exports.json")
+    return checked
+
+
+def show(value: Any, limit: int = 64) -> str:
+    """A value for a rejection reason: its repr, shortened, so a hostile value cannot flood the logs."""
+    return shorten(repr(value), limit)
+
+
+def shorten(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _check_identity(index: Mapping[str, Any], filename: PackageFilename) -> None:
+    values = []
+    for field, limit in (
+        ("name", MAX_NAME_LENGTH),
+        ("version", MAX_VERSION_LENGTH),
+        ("build", MAX_BUILD_LENGTH),
+    ):
+        value = index.get(field)
+        if not isinstance(value, str) or not value:
+            raise RecordError(f"info/index.json has no valid {field!r} (a non-empty string)")
+        if len(value) > limit:
+            raise RecordError(
+                f"info/index.json {field} is {len(value)} characters long, over the limit of {limit}"
+            )
+        values.append(value)
+    name, version, build = values
+    if (name, version, build) != (filename.name, filename.version, filename.build):
+        raise RecordError(
+            f"file name says {filename.stem} but info/index.json says {shorten(f'{name}-{version}-{build}')}"
+        )
+    # The file name grammar already keeps whitespace, '/' and '-' out of all three.
+    if _refused_by(PackageName, name) or name != name.lower():
+        raise RecordError(
+            f"name {show(name)} is not a valid conda package name (lowercase letters, digits, -_.)"
+        )
+    if reason := _refused_by(Version, version):
+        raise RecordError(f"version {show(version)} does not parse: {reason}")
+    try:
+        parsed_build = MatchSpec(f"{name} =={version} {build}").build
+    except Exception as error:  # rattler raises its own exception types
+        raise RecordError(f"build string {show(build)} does not parse: {_first_line(error)}") from None
+    if parsed_build != build:
+        raise RecordError(f"build string {show(build)} is not read back as itself by a match spec")
+
+
+def _specs(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list):
+        raise RecordError(f"{field} must be a list of match specs, not {type(value).__name__}")
+    if len(value) > MAX_SPECS:
+        raise RecordError(f"{field} has {len(value)} entries, over the limit of {MAX_SPECS}")
+    for spec in value:
+        if not isinstance(spec, str) or not spec.strip():
+            raise RecordError(f"{field} holds {show(spec)}, not a match spec")
+        if len(spec) > MAX_SPEC_LENGTH:
+            raise RecordError(
+                f"{field} holds a spec of {len(spec)} characters, over the limit of {MAX_SPEC_LENGTH}"
+            )
+        if _has_control_characters(spec):
+            raise RecordError(f"{field} spec {show(spec)} holds control characters")
+        if reason := _refused_by(MatchSpec, spec):
+            raise RecordError(f"{field} spec {show(spec)} does not parse: {reason}")
+    return list(value)
+
+
+def _whole_number(value: Any, field: str, highest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= highest:
+        raise RecordError(f"{field} must be a whole number from 0 to {highest}, not {show(value)}")
+    return value
+
+
+def _text(value: Any, field: str) -> str:
+    """Free text (licenses): newlines and tabs become spaces as conda-index does; other controls refused."""
+    if not isinstance(value, str):
+        raise RecordError(f"{field} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise RecordError(f"{field} is {len(value)} characters long, over the limit of {MAX_TEXT_LENGTH}")
+    cleaned = " ".join(value.split()) if any(c in value for c in "\t\n\r\v\f") else value.strip()
+    if _has_control_characters(cleaned):
+        raise RecordError(f"{field} {show(value)} holds control characters")
+    return cleaned
+
+
+def _word(value: Any, field: str) -> str:
+    text = _text(value, field)
+    if text != value or not text:
+        raise RecordError(
+            f"{field} must be a non-empty string without surrounding or inner whitespace controls"
+        )
+    return text
+
+
+def _noarch(value: Any, field: str) -> str | bool:
+    """ "python" or "generic"; old conda-build wrote booleans, which both clients still read."""
+    if isinstance(value, bool) or value in ("python", "generic"):
+        return value
+    raise RecordError(f'{field} must be "python" or "generic", not {show(value)}')
+
+
+def _timestamp(value: Any, field: str) -> int:
+    return _whole_number(value, field, MAX_TIMESTAMP)
+
+
+def _features(value: Any, field: str) -> str | list[str]:
+    """track_features: a space- or comma-separated string, or a list of names (clients read both)."""
+    if isinstance(value, list):
+        if len(value) > MAX_LIST_ITEMS:
+            raise RecordError(f"{field} has {len(value)} entries, over the limit of {MAX_LIST_ITEMS}")
+        return [_word(item, field) for item in value]
+    return _text(value, field)
+
+
+def _purls(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list):
+        raise RecordError(f"{field} must be a list of package URLs, not {type(value).__name__}")
+    if len(value) > MAX_LIST_ITEMS:
+        raise RecordError(f"{field} has {len(value)} entries, over the limit of {MAX_LIST_ITEMS}")
+    return [_word(item, field) for item in value]
+
+
+_OPTIONAL_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "constrains": _specs,
+    "license": _text,
+    "license_family": _text,
+    "noarch": _noarch,
+    "timestamp": _timestamp,
+    "track_features": _features,
+    "features": _text,
+    "purls": _purls,
+    "python_site_packages_path": _word,
+}
+
+
+def _confirm_with_rattler(parse: Callable[[str], Any], fields: Mapping[str, Any], what: str) -> None:
+    """Parse the kept fields with rattler's own deserializer: what it refuses, its clients would too."""
+    try:
+        parse(json.dumps(fields, allow_nan=False))
+    except Exception as error:  # rattler raises its own exception types
+        raise RecordError(f"{what} is refused by rattler: {_first_line(error)}") from None
+
+
+def _refused_by(parse: Callable[[str], Any], text: str) -> str | None:
+    try:
+        parse(text)
+    except Exception as error:  # rattler raises its own exception types
+        return _first_line(error)
+    return None
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return shorten(lines[0], 160) if lines and lines[0] else type(error).__name__
