@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .contract import ACCESS_MODES, DEFAULT_MAX_PACKAGE_MB, MAX_PACKAGE_MB_LIMIT, channel_prefix_problem
 from .indexer import DEFAULT_JOBS, IndexOptions, index_channel
 from .layout import KNOWN_SUBDIRS
 from .local_stack import DEFAULT_BUCKET as DEFAULT_LOCAL_BUCKET
@@ -24,6 +25,8 @@ from .reports import ChannelReport
 from .store import Store, StoreError
 
 logger = logging.getLogger("reindexer")
+USAGE_ERROR = 2
+MEBIBYTE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"Cache-Control max-age of repodata files (default {DEFAULT_REPODATA_MAX_AGE})",
     )
+    index.add_argument(
+        "--private",
+        action="store_true",
+        help="Cache-Control private for channels that need credentials (shared caches must not keep them)",
+    )
+    index.add_argument(
+        "--max-package-size",
+        type=_package_size,
+        default=DEFAULT_MAX_PACKAGE_MB,
+        metavar="MB",
+        help=f"reject package files larger than this unread (default {DEFAULT_MAX_PACKAGE_MB}, "
+        f"at most {MAX_PACKAGE_MB_LIMIT})",
+    )
     index.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
     index.add_argument("-v", "--verbose", action="store_true", help="log more detail on stderr")
 
@@ -110,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--port", type=_port, default=DEFAULT_LOCAL_PORT, help=f"default {DEFAULT_LOCAL_PORT}")
     local.add_argument("--bucket", default=DEFAULT_LOCAL_BUCKET, help=f"default {DEFAULT_LOCAL_BUCKET}")
-    local.add_argument("--access", choices=("private", "public"), default="private", help="default private")
+    local.add_argument("--access", choices=ACCESS_MODES, default="private", help="default private")
     local.add_argument(
         "--channel",
         action="append",
@@ -135,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "local":
         if args.reindex and not args.channels:
             parser.error("--reindex needs the channels to reindex: give at least one --channel")
+        for channel in args.channels or ():
+            if problem := channel_prefix_problem(channel.strip("/")):
+                parser.error(f"--channel {channel!r} {problem}")
         return run_local(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
@@ -144,14 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         target = parse_target(args.target)
+        if target.bucket is not None and (problem := channel_prefix_problem(target.prefix)):
+            # The same rule as the handlers' and the stack's: a channel they would refuse is not made here.
+            print(f"reindexer: error: channel prefix {target.prefix!r} {problem}", file=sys.stderr)
+            return USAGE_ERROR
         store = open_store(target, args)
         options = IndexOptions(
             subdirs=args.subdirs,
             force=args.force,
             dry_run=args.dry_run,
             jobs=args.jobs,
-            settings=PublishSettings(base_url=args.base_url, repodata_max_age=args.repodata_max_age),
+            settings=PublishSettings(
+                base_url=args.base_url, repodata_max_age=args.repodata_max_age, private=args.private
+            ),
             progress=_progress_bar if sys.stderr.isatty() and not args.verbose else no_progress,
+            max_package_bytes=args.max_package_size * MEBIBYTE,
         )
         report = index_channel(store, target.prefix, options)
     except (StoreError, ValueError) as error:
@@ -276,6 +302,13 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _package_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_PACKAGE_MB_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PACKAGE_MB_LIMIT} (MB)")
     return value
 
 

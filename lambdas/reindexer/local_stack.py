@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 
+from .contract import ACCESS_VARIABLE, BUCKET_VARIABLE, MAX_AGE_VARIABLE, PREFIXES_VARIABLE
 from .embedded_s3 import EmbeddedS3
 from .layout import join_key
 
@@ -123,18 +124,20 @@ def notification_rules(queue_arn: str, channel_prefixes: Sequence[str]) -> list[
 
 
 def handler_environment(endpoint_url: str, settings: LocalSettings) -> dict[str, str]:
-    """What the handlers read, pointed at the embedded endpoint through boto3's own variable."""
+    """What the handlers read, as the stack sets it, pointed at the embedded endpoint through boto3's own
+    variable."""
     environment = {
         "AWS_ENDPOINT_URL_S3": endpoint_url,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
-        "CHANNEL_BUCKET": settings.bucket,
-        "REPODATA_MAX_AGE": str(settings.repodata_max_age),
+        BUCKET_VARIABLE: settings.bucket,
+        ACCESS_VARIABLE: settings.access,
+        MAX_AGE_VARIABLE: str(settings.repodata_max_age),
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "ReindexerLocal",
     }
     if settings.channel_prefixes:
-        environment["CHANNEL_PREFIXES"] = ",".join(settings.channel_prefixes)
+        environment[PREFIXES_VARIABLE] = ",".join(settings.channel_prefixes)
     return environment
 
 

@@ -20,8 +20,9 @@ import boto3
 import pytest
 
 from devtools.sample_channel import build_packages, plan_channel
+from reindexer.config import HandlerSettings
 from reindexer.embedded_s3 import free_port
-from reindexer.local_stack import notification_rules
+from reindexer.local_stack import LocalSettings, handler_environment, notification_rules
 
 BUCKET = "local-channel"
 CHANNEL = "team/dev"
@@ -100,6 +101,9 @@ def test_uploads_from_several_threads_are_indexed_and_installable_and_deletes_le
         for filename, record in _published(client, subdir).items():
             sha256 = hashlib.sha256(files[expected[subdir][filename]].read_bytes()).hexdigest()
             assert record["sha256"] == sha256
+    # --access public reached the handler as CHANNEL_ACCESS
+    head = client.head_object(Bucket=BUCKET, Key=f"{CHANNEL}/linux-64/repodata.json")
+    assert head["CacheControl"] == "public, max-age=60"
 
     # and a real client solves and installs over HTTP, each installed record matching the uploaded file
     target = max((p for p in packages if p.subdir == "linux-64"), key=lambda p: (len(p.depends), p.name))
@@ -144,6 +148,30 @@ def test_notification_rules_mirror_the_stack_one_rule_per_prefix_suffix_and_even
     )
 
 
+@pytest.mark.parametrize("access", ["private", "public"])
+def test_handler_environment_is_what_the_handlers_read_as_the_stack_sets_it(access: str) -> None:
+    local = LocalSettings(
+        bucket=BUCKET, access=access, channel_prefixes=("dev", "org/dev"), repodata_max_age=30
+    )
+
+    environment = handler_environment("http://127.0.0.1:1", local)
+    settings = HandlerSettings.from_environment(environment)
+
+    assert environment["CHANNEL_ACCESS"] == access
+    assert settings.bucket == BUCKET
+    assert settings.private is (access == "private")
+    assert settings.channel_prefixes == frozenset({"dev", "org/dev"})
+    assert settings.repodata_max_age == 30
+    assert environment["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:1"
+
+
+def test_handler_environment_without_channels_leaves_channel_prefixes_unset() -> None:
+    environment = handler_environment("http://127.0.0.1:1", LocalSettings(bucket=BUCKET))
+
+    assert "CHANNEL_PREFIXES" not in environment
+    assert HandlerSettings.from_environment(environment).channel_prefixes is None
+
+
 def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     import socket
 
@@ -176,6 +204,20 @@ def test_reindex_without_a_channel_is_a_usage_error() -> None:
 
     assert result.returncode == 2
     assert "--reindex needs" in result.stderr
+
+
+def test_a_channel_breaking_the_prefix_rule_is_a_usage_error_before_anything_starts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reindexer.cli", "local", "--channel", "../x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "--channel '../x' has a segment starting with '.'" in result.stderr
+    assert "ready:" not in result.stdout
 
 
 def test_reindex_flag_runs_the_full_reindex_handler_before_ready() -> None:

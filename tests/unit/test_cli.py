@@ -1,4 +1,5 @@
-"""The `reindexer index` command on local folders: exit codes, human and JSON summaries, one-line errors."""
+"""The `reindexer` command without S3: exit codes, human and JSON summaries, one-line errors, usage errors
+(the channel prefix rule, package size, access mode) and the options handed to the core."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from reindexer import cli, contract
 from reindexer.cli import main, parse_target
+from reindexer.indexer import IndexOptions
+from reindexer.store import StoreError
 from tests.unit.helpers import channel_files, copy_channel, read_repodata
 
 SUBDIRS = ["linux-64", "noarch", "osx-arm64", "win-64"]
@@ -172,3 +176,124 @@ def test_parse_target_treats_other_text_as_a_folder():
     target = parse_target("some/folder")
 
     assert (target.bucket, target.folder) == (None, Path("some/folder"))
+
+
+# --- the channel prefix rule, package size and private channels ---------------------------------------
+
+
+@pytest.fixture
+def no_store(monkeypatch):
+    """Fails the test if the command gets as far as opening the target."""
+
+    def open_store(target, args):
+        raise AssertionError(f"opened {target}")
+
+    monkeypatch.setattr(cli, "open_store", open_store)
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("s3://bucket/a//b", "has an empty segment"),
+        ("s3://bucket/../x", "has a segment starting with '.'"),
+        ("s3://bucket/org/.reindexer", "has a segment starting with '.'"),
+        ("s3://bucket/team a", "may only hold letters"),
+        ("s3://bucket/" + "x" * 300, "is longer than 256 characters"),
+    ],
+)
+def test_s3_target_whose_prefix_breaks_the_channel_rule_is_a_one_line_usage_error(
+    target, reason, no_store, capsys
+):
+    code = main(["index", target])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert_one_error_line(err)
+    assert err.startswith("reindexer: error: channel prefix '")
+    assert reason in err
+
+
+def test_surrounding_slashes_of_an_s3_prefix_are_forgiven(monkeypatch, capsys):
+    opened = []
+
+    def open_store(target, args):
+        opened.append(target.prefix)
+        raise StoreError("stop here")
+
+    monkeypatch.setattr(cli, "open_store", open_store)
+
+    assert main(["index", "s3://bucket//org/dev/"]) == 1
+    assert opened == ["org/dev"]
+
+
+def test_a_local_folder_is_not_held_to_the_channel_prefix_rule(tmp_path, small_channel, capsys):
+    folder = copy_channel(small_channel[0], tmp_path / "my channel (copy)")
+
+    assert main(["index", str(folder)]) == 0
+
+
+@pytest.fixture
+def given_options(monkeypatch) -> list[IndexOptions]:
+    """The options `reindexer index` hands the core, which still runs."""
+    given: list[IndexOptions] = []
+    original = cli.index_channel
+
+    def index_channel(store, prefix, options):
+        given.append(options)
+        return original(store, prefix, options)
+
+    monkeypatch.setattr(cli, "index_channel", index_channel)
+    return given
+
+
+def test_defaults_are_the_contracts_package_size_and_public(channel, given_options, capsys):
+    assert main(["index", str(channel)]) == 0
+
+    (options,) = given_options
+    assert options.max_package_bytes == contract.DEFAULT_MAX_PACKAGE_MB * 1024 * 1024
+    assert options.settings.private is False
+    assert options.settings.repodata_cache_control == "public, max-age=60"
+
+
+def test_max_package_size_and_private_reach_the_index_options(channel, given_options, capsys):
+    assert main(["index", str(channel), "--max-package-size", "3", "--private"]) == 0
+
+    (options,) = given_options
+    assert options.max_package_bytes == 3 * 1024 * 1024
+    assert options.settings.private is True
+    assert options.settings.repodata_cache_control == "private, max-age=60"
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "1.5", "1GB", str(contract.MAX_PACKAGE_MB_LIMIT + 1)])
+def test_bad_max_package_size_is_a_usage_error(channel, size, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", str(channel), "--max-package-size", size])
+
+    assert exit_info.value.code == 2
+    assert "--max-package-size" in capsys.readouterr().err
+
+
+def test_max_package_size_may_be_the_limit(channel, given_options, capsys):
+    assert main(["index", str(channel), "--max-package-size", str(contract.MAX_PACKAGE_MB_LIMIT)]) == 0
+
+    assert given_options[0].max_package_bytes == contract.MAX_PACKAGE_MB_LIMIT * 1024 * 1024
+
+
+@pytest.mark.parametrize("channel_option", ["../x", "a//b", ".reindexer", "team a"])
+def test_local_channel_breaking_the_prefix_rule_is_a_usage_error(channel_option, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_local", lambda args: pytest.fail("the stack was started"))
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["local", "--channel", "dev", "--channel", channel_option])
+
+    assert exit_info.value.code == 2
+    assert f"--channel {channel_option!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("access", ["secret", "Private"])
+def test_local_access_must_be_an_access_mode(access, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["local", "--access", access])
+
+    assert exit_info.value.code == 2
