@@ -57,11 +57,12 @@ from .runtime import (
 # Reading packages may use 60 % of an update's budget, waiting for a busy subdir half of it.
 READ_SHARE = 0.6
 WAIT_SHARE = 0.5
-# Kept free at the end of the invocation so the response, log lines and metrics get out before the timeout.
-END_MARGIN_SECONDS = 2.0
+# Kept free at the end of the invocation so the response, log lines and metrics get out before the timeout,
+# with room for a package read that was already under way when its update's read deadline passed.
+END_MARGIN_SECONDS = 1.0
 # The least time a subdir update is started with: a lease, the state, a package and the outputs are a dozen
 # S3 round trips even for one file.
-MIN_UPDATE_SECONDS = 3.0
+MIN_UPDATE_SECONDS = 2.0
 
 SubdirKey = tuple[str, str]  # (channel, subdir)
 
