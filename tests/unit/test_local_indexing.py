@@ -675,3 +675,22 @@ def test_subdir_that_keeps_losing_races_is_reported_as_failed(channel):
     assert not report.ok
     assert report.subdirs["linux-64"].attempts == COMMIT_ATTEMPTS
     assert "conflicting updates" in (report.subdirs["linux-64"].error or "")
+
+
+def test_a_crash_in_one_subdir_costs_that_subdir_only(channel, monkeypatch):
+    import reindexer.indexer
+
+    original = reindexer.indexer.index_subdir
+
+    def crash_in_win(store: Any, channel_prefix: str, subdir: str, options: IndexOptions) -> Any:
+        if subdir == "win-64":
+            raise RecursionError("deep\nand multi-line")
+        return original(store, channel_prefix, subdir, options)
+
+    monkeypatch.setattr(reindexer.indexer, "index_subdir", crash_in_win)
+    report, _ = run_index(channel)
+
+    assert report.subdirs["win-64"].error == "unexpected RecursionError: deep and multi-line"
+    assert not report.ok
+    assert all(report.subdirs[name].error is None for name in SUBDIRS if name != "win-64")
+    assert (channel / "linux-64" / "repodata.json").is_file()
