@@ -17,6 +17,7 @@ from typing import Any
 import zstandard
 
 from .records import RecordJson
+from .reports import one_line_reason
 
 STATE_FORMAT = 2
 STATE_ZST_LEVEL = 3
@@ -85,7 +86,8 @@ class SubdirState:
             return cls(
                 packages=packages,
                 rejected={
-                    name: RejectedFile(entry["etag"], entry["size"], entry["reason"])
+                    # Reasons stored by older versions could be as long as the value they quoted.
+                    name: RejectedFile(entry["etag"], entry["size"], one_line_reason(str(entry["reason"])))
                     for name, entry in header["rejected"].items()
                 },
                 outputs=dict(header["outputs"]),

@@ -8,6 +8,7 @@ import random
 import pytest
 import zstandard
 
+from reindexer.reports import MAX_REASON_LENGTH
 from reindexer.state import STATE_FORMAT, IndexedPackage, RejectedFile, SubdirState
 
 B_RECORD = '{"build":"h0_0","name":"b","summary":"Ünï\\ttab","version":"1.0"}'
@@ -102,3 +103,12 @@ def test_from_bytes_raises_value_error_on_another_format(version):
 
     with pytest.raises(ValueError, match="format"):
         SubdirState.from_bytes(zstandard.ZstdCompressor().compress(data))
+
+
+def test_long_rejection_reasons_of_older_states_are_cut_to_one_short_line_on_load():
+    state = SubdirState(rejected={"a-1-0.conda": RejectedFile("e", 1, "x" * 100_000 + "\nsecond line")})
+
+    loaded = SubdirState.from_bytes(state.to_bytes())
+
+    reason = loaded.rejected["a-1-0.conda"].reason
+    assert len(reason) == MAX_REASON_LENGTH and "\n" not in reason
