@@ -249,10 +249,10 @@ def fail_downloads_of(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
     """A throttled GET for these keys, every time (botocore's own retries already gave up)."""
     original = S3Store.download
 
-    def download(self: S3Store, key: str, sink: Any) -> StoredObject:
+    def download(self: S3Store, key: str, sink: Any, **options: Any) -> StoredObject:
         if key in keys:
             raise TransientStoreError(f"{self.describe(key)}: SlowDown Please reduce your request rate.")
-        return original(self, key, sink)
+        return original(self, key, sink, **options)
 
     monkeypatch.setattr(S3Store, "download", download)
 
