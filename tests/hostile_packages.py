@@ -1,0 +1,138 @@
+"""Archive builders for hostile inputs: raw JSON no well-behaved producer writes, member floods, zip entry
+floods and decompression bombs. Every builder is cheap: bombs are made of repeated compressed blocks or
+of zeros that zstd compresses at gigabytes per second, never of gigabytes held in memory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import zstandard
+
+from tests import package_factory
+
+TAR_BLOCK = 512
+ZEROS_CHUNK = 16 * 1024 * 1024
+
+
+def index_document(
+    name: str = "good", version: str = "2.0", build: str = "h0_0", **fields: Any
+) -> dict[str, Any]:
+    return package_factory.index_json(name, version, build, **fields)
+
+
+def raw_index(
+    raw: list[tuple[str, str | bytes]],
+    name: str = "good",
+    version: str = "2.0",
+    build: str = "h0_0",
+    **fields: Any,
+) -> bytes:
+    """An info/index.json body with `raw` members written verbatim as `"key": <raw value>` before the usual
+    fields (which lose any key named in `raw`): NaN, 1e999, duplicate keys, invalid UTF-8 and the like,
+    none of which json.dumps would write."""
+    document = package_factory.index_json(name, version, build, **fields)
+    for key, _ in raw:
+        document.pop(key, None)
+    members = b"".join(
+        json.dumps(key).encode() + b": " + (value.encode() if isinstance(value, str) else value) + b", "
+        for key, value in raw
+    )
+    return b"{" + members + json.dumps(document).encode()[1:]
+
+
+def package(
+    filename: str, index: dict[str, Any] | bytes | None, extra: dict[str, bytes] | None = None
+) -> bytes:
+    """A well-formed archive of either format (by `filename`) around the given index.json body."""
+    return package_factory.package_bytes(filename, index, extra)
+
+
+def _tar_header(path: str, size: int) -> bytes:
+    info = tarfile.TarInfo(path)
+    info.size = size
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % TAR_BLOCK)
+
+
+def _tar_file(path: str, data: bytes) -> bytes:
+    return _tar_header(path, len(data)) + data + _padding(len(data))
+
+
+TAR_END = b"\0" * (2 * TAR_BLOCK)
+
+
+def member_flood_tar(count: int, index: dict[str, Any]) -> bytes:
+    """An uncompressed tar of `count` empty members under info/, then info/index.json."""
+    empty = b"".join(_tar_header(f"info/empty/{number:06d}", 0) for number in range(count))
+    return empty + _tar_file("info/index.json", json.dumps(index).encode()) + TAR_END
+
+
+def tar_bz2_from_tar(tar: bytes) -> bytes:
+    return bz2.compress(tar, compresslevel=1)
+
+
+def conda_from_info_tar(stem: str, info_tar_zst: bytes, *, extra_entries: int = 0) -> bytes:
+    """A .conda around an already compressed info tarball, with `extra_entries` junk entries added."""
+    compressor = zstandard.ZstdCompressor()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"pkg-{stem}.tar.zst", compressor.compress(package_factory.tar_bytes({"a": b"a"})))
+        archive.writestr(f"info-{stem}.tar.zst", info_tar_zst)
+        for number in range(extra_entries):
+            archive.writestr(f"junk/{number:06d}", b"")
+    return buffer.getvalue()
+
+
+def zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=1).compress(data)
+
+
+def zstd_bomb_info(zero_bytes: int, index: dict[str, Any]) -> bytes:
+    """An info-*.tar.zst whose first member is `zero_bytes` of zeros, index.json after it (one frame)."""
+    output = io.BytesIO()
+    compressor = zstandard.ZstdCompressor(level=1)
+    with compressor.stream_writer(output, closefd=False) as writer:
+        writer.write(_tar_header("info/zeros", zero_bytes))
+        for chunk in _zeros(zero_bytes):
+            writer.write(chunk)
+        writer.write(_padding(zero_bytes))
+        writer.write(_tar_file("info/index.json", json.dumps(index).encode()))
+        writer.write(TAR_END)
+    return output.getvalue()
+
+
+def zstd_huge_window_info(index: dict[str, Any]) -> bytes:
+    """A valid info tarball in one zstd frame that asks decoders for a 1 GiB window (window_log 30)."""
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=30)
+    output = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(output, closefd=False) as writer:
+        writer.write(_tar_file("info/index.json", json.dumps(index).encode()) + TAR_END)
+    return output.getvalue()
+
+
+def bz2_bomb(zero_bytes: int, index: dict[str, Any]) -> bytes:
+    """A multi-stream .tar.bz2 (as pbzip2 writes) whose first member is `zero_bytes` of zeros, then
+    index.json: the zeros are one compressed 16 MiB block repeated, so building it costs one block."""
+    assert zero_bytes % ZEROS_CHUNK == 0
+    block = bz2.compress(b"\0" * ZEROS_CHUNK, compresslevel=9)
+    head = bz2.compress(_tar_header("info/zeros", zero_bytes))
+    tail = bz2.compress(_tar_file("info/index.json", json.dumps(index).encode()) + TAR_END)
+    return head + block * (zero_bytes // ZEROS_CHUNK) + tail
+
+
+def _zeros(total: int) -> Iterator[bytes]:
+    chunk = b"\0" * ZEROS_CHUNK
+    while total > 0:
+        yield chunk[: min(total, ZEROS_CHUNK)]
+        total -= ZEROS_CHUNK
