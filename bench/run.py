@@ -112,17 +112,18 @@ class Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench import events  # it imports this module's pieces
+    from bench import events, worst_inputs  # events imports this module's pieces
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description=f"{__doc__}\nThe event-path benchmark (bench.events) runs after it unless --only says.",
+        description=f"{__doc__}\nThe event-path benchmark (bench.events) and the worst-input benchmark "
+        "(bench.worst_inputs) run after it unless --only says.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--only",
-        choices=("index", "events"),
-        help="run only the index benchmark or only the event-path benchmark (default: both)",
+        choices=("index", "events", "worst"),
+        help="run only the index, the event-path or the worst-input benchmark (default: all three)",
     )
     parser.add_argument("--packages", type=_positive_int, default=2000, help="channel size (default 2000)")
     parser.add_argument(
@@ -132,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"reindexer --jobs (default {DEFAULT_JOBS}); rattler-index keeps its own default",
     )
     events.add_arguments(parser)
+    worst_inputs.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.only in (None, "index"):
         run_index(args)
@@ -139,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + "=" * 100 + "\n", flush=True)
     if args.only in (None, "events"):
         events.run(args)
+    if args.only is None:
+        print("\n" + "=" * 100 + "\n", flush=True)
+    if args.only in (None, "worst"):
+        worst_inputs.run(args)
     return 0
 
 
