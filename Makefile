@@ -1,10 +1,10 @@
-# The project's vocabulary: install, lint, test, demo, bench, synth.
+# The project's vocabulary: install, lint, test, demo, bench, fuzz, synth.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test demo bench synth node_modules clean
+.PHONY: install lint format test demo bench fuzz synth node_modules clean
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# The package reader's fuzz properties (tests/unit/test_reader_fuzz.py), which the suite runs briefly and
+# derandomized, here with FUZZ_EXAMPLES fresh random examples each.
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: install
+	REINDEXER_FUZZ=long REINDEXER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_reader_fuzz.py \
+		-q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics
 
 # --- CDK ---------------------------------------------------------------------------------------------------
 # The CDK CLI is pinned in package.json / package-lock.json (2.1148.x reads aws-cdk-lib 2.275's assemblies).
