@@ -36,10 +36,12 @@ from bench.children import last_json_line, run_measured
 from reindexer.contract import DEFAULT_MAX_PACKAGE_MB
 from reindexer.package_reader import (
     CONDA_INFO_DECOMPRESSED_LIMIT,
+    CONDA_INFO_RATIO_LIMIT,
     MAX_ARCHIVE_MEMBERS,
     MAX_ZIP_ENTRIES,
     METADATA_MEMBER_LIMIT,
     TAR_BZ2_DECOMPRESSED_LIMIT,
+    TAR_BZ2_RATIO_LIMIT,
     ZSTD_MAX_WINDOW,
     decompression_budget,
 )
@@ -447,8 +449,9 @@ def archive_of(name: str, archive: str, pieces: list[bytes | Repeat], target_siz
 
 
 def budget_for(archive: str, size: int) -> int:
-    cap = CONDA_INFO_DECOMPRESSED_LIMIT if archive == CONDA else TAR_BZ2_DECOMPRESSED_LIMIT
-    return decompression_budget(size, cap)
+    if archive == CONDA:
+        return decompression_budget(size, CONDA_INFO_RATIO_LIMIT, CONDA_INFO_DECOMPRESSED_LIMIT)
+    return decompression_budget(size, TAR_BZ2_RATIO_LIMIT, TAR_BZ2_DECOMPRESSED_LIMIT)
 
 
 def members_package(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import zstandard
-from conda_package_streaming.package_streaming import tar_generator
+from conda_package_streaming.package_streaming import TarfileNoSameOwner, tar_generator
 
 from .contract import DEFAULT_MAX_PACKAGE_MB
 from .layout import CONDA_EXTENSION, TAR_BZ2_EXTENSION
@@ -34,10 +34,12 @@ METADATA_MEMBER_LIMIT = 256 * 1024
 MAX_ARCHIVE_MEMBERS = 10_000
 # A .conda is a zip of metadata.json, info-*.tar.zst and pkg-*.tar.zst; allow a few extras.
 MAX_ZIP_ENTRIES = 16
-# Decompressed bytes walked per archive: at most DECOMPRESSION_RATIO_LIMIT times the compressed size
-# (real tarballs compress 3-30x; bombs 1000x and more), never less than the floor, never more than the cap.
-# A .tar.bz2 written before conda-package-handling put info/ first may have to be walked to its end.
-DECOMPRESSION_RATIO_LIMIT = 64
+# Decompressed bytes walked per archive: at most a ratio times the compressed size (real tarballs compress
+# 3-10x, info/ folders' JSON up to ~30x; bombs 1000x and more), never less than the floor, never more than
+# the cap. A .tar.bz2 written before conda-package-handling put info/ first may have to be walked to its
+# end; bzip2 output can cost ~40 ms/MiB to produce, zstd's ~1 ms, hence the lower bzip2 ratio.
+CONDA_INFO_RATIO_LIMIT = 64
+TAR_BZ2_RATIO_LIMIT = 16
 DECOMPRESSED_FLOOR = 8 * 1024 * 1024
 CONDA_INFO_DECOMPRESSED_LIMIT = 512 * 1024 * 1024
 TAR_BZ2_DECOMPRESSED_LIMIT = 2 * 1024 * 1024 * 1024
@@ -195,9 +197,9 @@ def read_metadata(filename: str, archive: IO[bytes], size: int | None = None) ->
     return PackageMetadata(index=index, run_exports=run_exports)
 
 
-def decompression_budget(compressed_size: int, cap: int) -> int:
+def decompression_budget(compressed_size: int, ratio: int, cap: int) -> int:
     """How many decompressed bytes an archive of `compressed_size` bytes may make us walk."""
-    return min(cap, max(DECOMPRESSED_FLOOR, DECOMPRESSION_RATIO_LIMIT * compressed_size))
+    return min(cap, max(DECOMPRESSED_FLOOR, ratio * compressed_size))
 
 
 def _read_conda_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
@@ -215,14 +217,18 @@ def _read_conda_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
                 raise BadPackageError(
                     f"a .conda must hold exactly one info-*.tar.zst component, found {len(components)}"
                 )
-            budget = decompression_budget(components[0].compress_size, CONDA_INFO_DECOMPRESSED_LIMIT)
+            budget = decompression_budget(
+                components[0].compress_size, CONDA_INFO_RATIO_LIMIT, CONDA_INFO_DECOMPRESSED_LIMIT
+            )
             with outer.open(components[0]) as compressed:
                 decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
                 reader = decompressor.stream_reader(compressed, closefd=False)
                 return _collect_members(_LimitedReader(reader, budget), stop_after_info=False)
     except BadPackageError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError) as error:
+        # zipfile raises RuntimeError / NotImplementedError for encrypted entries, unknown compression
+        # methods and zip versions it does not support: a .conda has none of them.
         raise BadPackageError(f"not a valid .conda (zip) archive: {_describe(error)}") from None
     except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError) as error:
         raise BadPackageError(f"corrupt info component in .conda archive: {_describe(error)}") from None
@@ -230,7 +236,7 @@ def _read_conda_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
 
 def _read_tar_bz2_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
     try:
-        budget = decompression_budget(size, TAR_BZ2_DECOMPRESSED_LIMIT)
+        budget = decompression_budget(size, TAR_BZ2_RATIO_LIMIT, TAR_BZ2_DECOMPRESSED_LIMIT)
         return _collect_members(_LimitedReader(bz2.BZ2File(archive), budget), stop_after_info=True)
     except BadPackageError:
         raise
@@ -277,7 +283,8 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
     """
     wanted = {INDEX_JSON, RUN_EXPORTS_JSON}
     found: dict[str, bytes] = {}
-    for count, (tar, member) in enumerate(tar_generator(stream), start=1):
+    members = tar_generator(stream, tarfile_open=_open_bounded_tar)
+    for count, (tar, member) in enumerate(members, start=1):
         # tarfile keeps every member it has walked; a stream never looks back, so keep none.
         tar.members.clear()
         if count > MAX_ARCHIVE_MEMBERS:
@@ -299,6 +306,34 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
         elif stop_after_info and INDEX_JSON in found and not path.startswith("info/"):
             break
     return found
+
+
+# Header members tarfile reads into memory whole (at about three times their size) to name the next one.
+_HEADER_TYPES = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses pax and GNU long-name records larger than metadata may be."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:  # tarfile's extension point
+        if self.type in _HEADER_TYPES and self.size > METADATA_MEMBER_LIMIT:
+            raise BadPackageError(
+                f"a tar header record of {self.size} bytes, over the {METADATA_MEMBER_LIMIT} byte limit"
+            )
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
+
+
+def _open_bounded_tar(**options: Any) -> tarfile.TarFile:
+    return TarfileNoSameOwner.open(tarinfo=_BoundedTarInfo, **options)
 
 
 def _parse_json_object(raw: bytes, path: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Known fields are allow-listed; everything else in info/index.json is dropped. Names, versions, build
 strings and match specs are checked with rattler's own parsers (py-rattler, the library pixi is built on),
 and the whole index part once more with rattler's IndexJson deserializer, so a record we publish is one
-rattler parses. conda's extra rules (lowercase names, noarch values) are applied on top. Digests and size
-are ours, computed from the archive; `fn`, `url`, `channel` and the legacy fields are never taken from it.
+rattler parses. Where conda is stricter than rattler, its rules apply on top (reindexer.conda_grammar).
+Digests and size are ours, computed from the archive; `fn`, `url`, `channel` and the legacy fields are
+never taken from it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from rattler import MatchSpec, PackageName, Version
 from rattler.package import IndexJson, RunExportsJson
 
+from . import conda_grammar
 from .layout import PackageFilename
 
 # Bump when the rules change: records kept from earlier runs are checked again under the new rules.
@@ -130,11 +132,9 @@ def _check_identity(index: Mapping[str, Any], filename: PackageFilename) -> None
             f"file name says {filename.stem} but info/index.json says {shorten(f'{name}-{version}-{build}')}"
         )
     # The file name grammar already keeps whitespace, '/' and '-' out of all three.
-    if _refused_by(PackageName, name) or name != name.lower():
-        raise RecordError(
-            f"name {show(name)} is not a valid conda package name (lowercase letters, digits, -_.)"
-        )
-    if reason := _refused_by(Version, version):
+    if reason := _refused_by(PackageName, name) or conda_grammar.name_problem(name):
+        raise RecordError(f"name {show(name)} {reason}")
+    if reason := _refused_by(Version, version) or conda_grammar.version_problem(version):
         raise RecordError(f"version {show(version)} does not parse: {reason}")
     try:
         parsed_build = MatchSpec(f"{name} =={version} {build}").build
@@ -142,6 +142,8 @@ def _check_identity(index: Mapping[str, Any], filename: PackageFilename) -> None
         raise RecordError(f"build string {show(build)} does not parse: {_first_line(error)}") from None
     if parsed_build != build:
         raise RecordError(f"build string {show(build)} is not read back as itself by a match spec")
+    if reason := conda_grammar.build_problem(build):
+        raise RecordError(f"build string {show(build)} {reason}")
 
 
 def _specs(value: Any, field: str) -> list[str]:
@@ -158,9 +160,20 @@ def _specs(value: Any, field: str) -> list[str]:
             )
         if _has_control_characters(spec):
             raise RecordError(f"{field} spec {show(spec)} holds control characters")
-        if reason := _refused_by(MatchSpec, spec):
+        if reason := _spec_problem(spec):
             raise RecordError(f"{field} spec {show(spec)} does not parse: {reason}")
     return list(value)
+
+
+def _spec_problem(spec: str) -> str | None:
+    """rattler's parse (without the extras, flags and conditions conda does not know), then conda's rules."""
+    try:
+        parsed = MatchSpec(spec, extras=False, conditionals=False, flags=False)
+    except Exception as error:  # rattler raises its own exception types
+        return _first_line(error)
+    name = str(parsed.name.normalized) if parsed.name is not None else ""
+    version = str(parsed.version) if parsed.version is not None else None
+    return conda_grammar.spec_problem(spec, name, version, parsed.build)
 
 
 def _whole_number(value: Any, field: str, highest: int) -> int:
@@ -206,7 +219,11 @@ def _features(value: Any, field: str) -> str | list[str]:
     if isinstance(value, list):
         if len(value) > MAX_LIST_ITEMS:
             raise RecordError(f"{field} has {len(value)} entries, over the limit of {MAX_LIST_ITEMS}")
-        return [_word(item, field) for item in value]
+        items = [_word(item, field) for item in value]
+        if any(" " in item or "," in item for item in items):
+            # conda joins the list with spaces and splits it again: "a b" would come back as two names
+            raise RecordError(f"{field} names must not hold spaces or commas")
+        return items
     return _text(value, field)
 
 

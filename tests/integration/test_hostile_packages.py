@@ -323,7 +323,7 @@ def _uppercase_name(_: Neighbours) -> Files:
     return {
         "linux-64/Upper-1.0-h0_0.conda": (
             hp.package("Upper-1.0-h0_0.conda", hp.raw_index([], name="Upper", version="1.0")),
-            Rejected("name 'Upper' is not a valid conda package name"),
+            Rejected("name 'Upper' is not a conda package name (CEP-26"),
         )
     }
 
