@@ -267,7 +267,8 @@ def generate_cases(scratch: Path) -> list[Case]:
             ("(b) decompressed just under the budget", budget_package, "indexed"),
             ("(c) 256 KiB index.json + run_exports.json", metadata_package, "indexed"),
             ("(a+b+c) every bound at once", all_bounds_package, "indexed"),
-            ("pax header of the budget's size", pax_package, "indexed"),
+            ("pax header at the 256 KiB header limit", pax_package, "indexed"),
+            ("pax header of the budget's size", pax_budget_package, "rejected"),
         ):
             name = f"worst-{len(made):02d}-1.0-h0_0"
             data, note = maker(name, archive, sizes[archive])
@@ -551,16 +552,25 @@ def all_bounds_package(name: str, archive: str, normal_size: int) -> tuple[bytes
 
 
 def pax_package(name: str, archive: str, normal_size: int) -> tuple[bytes, str]:
-    """index.json behind a pax extended header as large as the budget allows: tarfile reads a header whole,
-    whatever its size (METADATA_MEMBER_LIMIT bounds members' data, not their headers)."""
+    """index.json behind the largest pax extended header the reader accepts (tarfile reads one whole)."""
+    return _pax_package(name, archive, normal_size, METADATA_MEMBER_LIMIT - 1024)
+
+
+def pax_budget_package(name: str, archive: str, normal_size: int) -> tuple[bytes, str]:
+    """index.json behind a pax extended header as large as the decompression budget: refused by its size
+    before tarfile reads it (it used to cost ~3x its size in memory)."""
+    return _pax_package(name, archive, normal_size, budget_for(archive, normal_size) - BUDGET_MARGIN)
+
+
+def _pax_package(name: str, archive: str, normal_size: int, header_size: int) -> tuple[bytes, str]:
     budget = budget_for(archive, normal_size)
-    comment = "x" * (budget - BUDGET_MARGIN)
+    comment = "x" * header_size
     pieces: list[bytes | Repeat] = [
         tar_member("info/index.json", index_json(name), {"comment": comment}),
         TAR_END,
     ]
     data = archive_of(name, archive, pieces, target_size=normal_size)
-    return data, f"{len(comment) / 2**20:.0f} MiB header of a {budget / 2**20:.0f} MiB budget"
+    return data, f"{len(comment) / 2**10:,.0f} KiB header, budget {budget / 2**20:.0f} MiB"
 
 
 def zip_entries_package(name: str) -> bytes:

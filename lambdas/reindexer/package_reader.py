@@ -35,11 +35,11 @@ MAX_ARCHIVE_MEMBERS = 10_000
 # A .conda is a zip of metadata.json, info-*.tar.zst and pkg-*.tar.zst; allow a few extras.
 MAX_ZIP_ENTRIES = 16
 # Decompressed bytes walked per archive: at most a ratio times the compressed size (real tarballs compress
-# 3-10x, info/ folders' JSON up to ~30x; bombs 1000x and more), never less than the floor, never more than
+# 3-8x, info/ folders' JSON up to ~30x; bombs 1000x and more), never less than the floor, never more than
 # the cap. A .tar.bz2 written before conda-package-handling put info/ first may have to be walked to its
 # end; bzip2 output can cost ~40 ms/MiB to produce, zstd's ~1 ms, hence the lower bzip2 ratio.
 CONDA_INFO_RATIO_LIMIT = 64
-TAR_BZ2_RATIO_LIMIT = 16
+TAR_BZ2_RATIO_LIMIT = 8
 DECOMPRESSED_FLOOR = 8 * 1024 * 1024
 CONDA_INFO_DECOMPRESSED_LIMIT = 512 * 1024 * 1024
 TAR_BZ2_DECOMPRESSED_LIMIT = 2 * 1024 * 1024 * 1024
