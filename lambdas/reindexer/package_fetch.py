@@ -81,13 +81,9 @@ def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int)
             fetched = store.download(obj.key, spool.write, expect=expect)
         except NotFoundError:
             return Gone()
-        except UnreadableObjectError as error:
+        except (UnreadableObjectError, BadPackageError) as error:  # archived, SSE-C, or too large
             return RejectedFile(announced.etag, announced.size, one_line_reason(str(error)))
-        except StoreError as error:
-            return Failed(one_line_reason(str(error)))
-        except BadPackageError as error:  # refused before its download: too large
-            return RejectedFile(announced.etag, announced.size, one_line_reason(str(error)))
-        except ReadResourceError as error:
+        except (StoreError, ReadResourceError) as error:
             return Failed(one_line_reason(str(error)))
         except Exception as error:
             # Not a verdict on the package: an unforeseen failure while fetching is logged and retried.
@@ -119,6 +115,7 @@ def recheck_records(
     cleaned (an updated record) or refused (a rejection), without fetching the package again."""
     outcomes: list[tuple[StoredObject, Outcome]] = []
     for name, package in sorted(packages.items()):
+        stored = StoredObject(name, package.etag, package.size)
         filename = parse_package_filename(name)
         try:
             if filename is None:
@@ -126,20 +123,10 @@ def recheck_records(
             text = encode_record(checked_stored_record(decode_record(package.record), filename, subdir))
         except (RecordError, ValueError) as error:
             reason = one_line_reason(f"refused by the indexer's current rules: {error}")
-            outcomes.append(
-                (
-                    StoredObject(name, package.etag, package.size),
-                    RejectedFile(package.etag, package.size, reason),
-                )
-            )
+            outcomes.append((stored, RejectedFile(package.etag, package.size, reason)))
             continue
         if text != package.record:
-            outcomes.append(
-                (
-                    StoredObject(name, package.etag, package.size),
-                    IndexedPackage(package.etag, package.size, text),
-                )
-            )
+            outcomes.append((stored, IndexedPackage(package.etag, package.size, text)))
     return outcomes
 
 

@@ -30,11 +30,7 @@ def build_record(
 ) -> Record:
     """Return the repodata record for one package, or raise BadPackageError with a one-line reason."""
     try:
-        record: Record = checked_index_fields(metadata.index, filename, subdir)
-        if metadata.run_exports is not None:
-            run_exports = checked_run_exports(metadata.run_exports)
-            if run_exports:
-                record["run_exports"] = run_exports
+        record = _checked_fields(metadata.index, metadata.run_exports, filename, subdir)
     except RecordError as error:
         raise BadPackageError(str(error)) from None
     record["md5"] = digests.md5
@@ -50,11 +46,7 @@ def checked_stored_record(record: Mapping[str, Any], filename: PackageFilename, 
     """
     if not isinstance(record, Mapping):
         raise RecordError(f"a record must be a JSON object, not {type(record).__name__}")
-    checked: Record = checked_index_fields(record, filename, subdir)
-    if record.get("run_exports") is not None:
-        run_exports = checked_run_exports(record["run_exports"])
-        if run_exports:
-            checked["run_exports"] = run_exports
+    checked = _checked_fields(record, record.get("run_exports"), filename, subdir)
     for field, length in (("md5", 32), ("sha256", 64)):
         value = record.get(field)
         if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) != length:
@@ -65,6 +57,15 @@ def checked_stored_record(record: Mapping[str, Any], filename: PackageFilename, 
         raise RecordError(f"size must be a whole number of bytes, not {show(size)}")
     checked["size"] = size
     return sort_record(checked)
+
+
+def _checked_fields(
+    index: Mapping[str, Any], run_exports: Any, filename: PackageFilename, subdir: str
+) -> Record:
+    record: Record = checked_index_fields(index, filename, subdir)
+    if run_exports is not None and (checked := checked_run_exports(run_exports)):
+        record["run_exports"] = checked
+    return record
 
 
 def encode_record(record: Record) -> RecordJson:
