@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -123,3 +124,11 @@ def last_json_line(text: str) -> dict[str, Any] | None:
     except (IndexError, json.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
-from bench.children import ChildRun, last_json_line, run_child, run_measured
+from bench.children import ChildRun, last_json_line, positive_int, run_child, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -51,7 +51,6 @@ from bench.run import (
     UPLOAD_THREADS,
     _child_env,
     _client,
-    _positive_int,
     _reindexer_command,
 )
 from devtools.channel_bucket import upload_channel
@@ -235,25 +234,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("events benchmark")
     group.add_argument(
         "--event-packages",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="real packages in the large real subdir (default 10000)",
     )
     group.add_argument(
         "--small-packages",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="real packages in the small subdir (default 100)",
     )
     group.add_argument(
         "--synthetic-records",
-        type=_positive_int,
+        type=positive_int,
         default=100_000,
         help="records of the synthetic subdir for the memory figure (default 100000)",
     )
     group.add_argument(
         "--versions-per-name",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="synthetic records per package name, i.e. per shard (default 10)",
     )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from bench.children import last_json_line, run_measured
+from bench.children import last_json_line, positive_int, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -125,10 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("index", "events", "worst"),
         help="run only the index, the event-path or the worst-input benchmark (default: all three)",
     )
-    parser.add_argument("--packages", type=_positive_int, default=2000, help="channel size (default 2000)")
+    parser.add_argument("--packages", type=positive_int, default=2000, help="channel size (default 2000)")
     parser.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_JOBS,
         help=f"reindexer --jobs (default {DEFAULT_JOBS}); rattler-index keeps its own default",
     )
@@ -433,13 +433,6 @@ def _child_env() -> dict[str, str]:
 def _reindexer_command() -> list[str]:
     script = Path(sys.executable).parent / "reindexer"
     return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer.cli"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import zstandard
 
-from bench.children import last_json_line, run_measured
+from bench.children import last_json_line, positive_int, run_measured
 from reindexer.contract import DEFAULT_MAX_PACKAGE_MB
 from reindexer.package_reader import (
     CONDA_INFO_DECOMPRESSED_LIMIT,
@@ -45,7 +45,7 @@ from reindexer.package_reader import (
     ZSTD_MAX_WINDOW,
     decompression_budget,
 )
-from reindexer.record_schema import MAX_SPEC_LENGTH, MAX_SPECS
+from reindexer.record_schema import MAX_SPEC_LENGTH, MAX_SPECS, shorten
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / ".bench" / "worst-inputs.json"
@@ -146,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("worst-input benchmark")
     group.add_argument(
         "--worst-runs",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="fresh child processes per input; the median is shown (default 3)",
     )
@@ -660,7 +660,7 @@ def print_results(results: WorstResults) -> None:
                 f"{row.peak_rss_mb:.0f}",
                 _times(row.rss_ratio),
                 f"{row.read_rss_mb:.0f}",
-                _shorten(verdict, 90),
+                shorten(verdict, 90),
             ]
         )
     widths = [max(len(cells[i]) for cells in [headers, *rows]) for i in range(len(headers))]
@@ -716,17 +716,6 @@ def _size(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 if __name__ == "__main__":
