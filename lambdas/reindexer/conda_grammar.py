@@ -17,7 +17,7 @@ _VIRTUAL_NAME = re.compile(r"__[a-z0-9][._-]?(?:[a-z0-9]+(?:[._-]|$))*")
 # conda's VersionOrder accepts these characters (case-insensitively); '*' only in specs, as a glob.
 _VERSION_CHARACTERS = re.compile(r"[0-9A-Za-z_.+!]+")
 _BUILD_STRING = re.compile(r"[A-Za-z0-9_.+]+")
-_SPEC_BUILD = re.compile(r"[A-Za-z0-9_.+*]+")
+_SPEC_BUILD = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9_.+*]*")
 _OPERATOR = re.compile(r"^(==|!=|>=|<=|~=|>|<|=)?")
 # Parentheses group version constraints differently in conda (or not at all); ';' ends a spec in rattler.
 _SPEC_REFUSED = (";", "(", ")")
@@ -56,7 +56,8 @@ def build_problem(build: str) -> str | None:
 
 def spec_problem(spec: str, name: str, version: str | None, build: str | None) -> str | None:
     """What conda would refuse, or read otherwise, in a match spec rattler parsed into these parts
-    (`version` as rattler prints its version constraint)."""
+    (`version` as rattler prints its version constraint): the text itself is checked too, since rattler's
+    lenient parser drops some of it or moves it into the build."""
     if not spec.isascii() or not spec.isprintable() or spec != spec.strip():
         return "must be printable ASCII without surrounding spaces"
     if any(mark in spec for mark in _SPEC_REFUSED):
@@ -64,11 +65,10 @@ def spec_problem(spec: str, name: str, version: str | None, build: str | None) -
     if problem := name_problem(name):
         return f"names a package that {problem}"
     if build is not None and not _SPEC_BUILD.fullmatch(build):
-        # rattler read a tail of the version as a build string ('pip >=24.0;', 'numpy 1!2!3', '… if x')
+        # rattler read a tail of the version as a build ('pip >=24.0;', 'numpy 1!2!3', 'numpy 1+a+b')
         return f"has a build part {build[:32]!r} conda refuses"
-    for operator, value in _CONSTRAINT.findall(spec):
-        if "*" in value and not _glob_read_alike(operator, value):
-            return f"uses '{operator}{value[:32]}', which conda reads otherwise"
+    if problem := _text_problem(spec):
+        return problem
     for literal in (part.strip() for part in re.split(r"[,|]", version or "")):
         operator = _OPERATOR.match(literal)
         assert operator is not None  # the pattern matches the empty string
@@ -80,14 +80,46 @@ def spec_problem(spec: str, name: str, version: str | None, build: str | None) -
     return None
 
 
-# A constraint as written: an operator and the version after it.
-_CONSTRAINT = re.compile(r"(==|!=|>=|<=|~=|>|<|=)\s*([^,|\s\]\"']+)")
+_CHANNEL = re.compile(r"[A-Za-z0-9_.\-/:]+")
+# A constraint as written: an operator and the version after it (a '=build' part is not part of it).
+_CONSTRAINT = re.compile(r"(==|!=|>=|<=|~=|>|<|=)\s*([^,|\s\]\"'=]+)")
+_BRACKET_VERSION_OR_BUILD = re.compile(r"(?:^|,)\s*(?:version|build)\s*=")
+
+
+def _text_problem(spec: str) -> str | None:
+    """The spec as conda reads it: `[channel::]name[ version[ build]]` or `name=version=build`, then an
+    optional `[key=value, ...]` part."""
+    channel, _, rest = spec.rpartition("::")
+    if channel and not _CHANNEL.fullmatch(channel):
+        return "has a channel part conda reads otherwise"
+    body, bracket, fields = rest.partition("[")
+    body = body.split("#", 1)[0].strip()
+    if ":" in body:
+        return "holds ':' outside the channel part, which conda reads otherwise"
+    if bracket and not fields.removesuffix("]").strip():
+        return "has empty brackets"
+    if "if" in body.split():
+        return "holds a condition, which conda does not read"
+    if re.search(r"=(?=$|\s)", body):
+        return "has an empty version or build after '='"
+    if re.search(r"\s[,|]|[,|]\s", body):
+        return "has spaces around ',' or '|', which conda does not join"
+    if bracket and len(body.split()) + body.count("=") > 1 and _BRACKET_VERSION_OR_BUILD.search(fields):
+        return "gives a version or build both before and inside brackets"
+    for operator, value in _CONSTRAINT.findall(body + " " + fields):
+        if "*" in value and not _glob_read_alike(operator, value):
+            return f"uses '{operator}{value[:32]}', which conda reads otherwise"
+    words = body.split()
+    if len(words) > 1 and not _OPERATOR.match(words[1]).group(1):  # type: ignore[union-attr]
+        for value in re.split(r"[,|]", words[1]):
+            if "*" in value.removesuffix("*") and value != "*":
+                return f"has a version {value[:32]!r} with '*' inside, which conda reads otherwise"
+    return None
 
 
 def _glob_read_alike(operator: str, value: str) -> bool:
-    """A trailing glob both parsers read the same way: '=1.2.*', '==1.*', '!=1.*', and '>=1.2.*' style."""
-    if "*" in value.removesuffix("*"):
-        return False
-    if operator in ("=", "==", "!="):
+    """A glob both parsers read the same way: after '=' or '==' (versions and builds of
+    'name=version=build' alike), and a trailing '.*' after '!=', '>=', '<=' and '<'."""
+    if operator in ("=", "=="):
         return True
-    return operator in (">=", "<=", "<") and value.endswith(".*")
+    return "*" not in value.removesuffix("*") and operator in ("!=", ">=", "<=", "<") and value.endswith(".*")

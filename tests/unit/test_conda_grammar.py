@@ -48,6 +48,16 @@ def build_with(**fields: object) -> dict[str, object]:
         "conda-forge::numpy",
         "python * *_cpython",
         "numpy ~=1.2",
+        "blas=*=mkl",
+        "libblas=*=*mkl",
+        "pytorch=2.1=*cuda*",
+        "numpy=1.2.*=py38*",
+        "pytorch * cuda*",
+        "python 2.7*",
+        "numpy[version='>=1.21,<2']",
+        "typing_extensions ==4.12.2 pyha770c72_0",
+        "https://conda.anaconda.org/conda-forge::numpy",
+        "numpy >=1.0 # a comment",
     ],
 )
 def test_specs_of_real_packages_are_accepted(spec):
@@ -72,6 +82,19 @@ def test_specs_of_real_packages_are_accepted(spec):
         ("numpy 1.0\u00e9", "printable ASCII"),
         ("numpy >=1 <2", "build part '<2'"),
         ("numpy 1.0 a|b", "build part 'a|b'"),
+        # found by running conda 26.7.1 over what the first version of these rules accepted
+        ("numpy 1+a+b", "build part '+b'"),
+        ("numpy 1.0=", "empty version or build after '='"),
+        ("numpy 1a!2[build=x]", "both before and inside brackets"),
+        ("numpy: 1.0", "':' outside the channel part"),
+        ("numpy >=1, <2", "spaces around ','"),
+        ("numpy[]", "empty brackets"),
+        ("numpy=1.0.", "build part '.'"),
+        ("numpy *1", "with '*' inside"),
+        ("numpy 1.*.*", "with '*' inside"),
+        ("numpy !=1*", "which conda reads otherwise"),
+        ("numpy if __unix", "condition"),
+        ("~ /x::numpy", "channel part"),
     ],
 )
 def test_specs_conda_refuses_or_reads_otherwise_are_refused(spec, phrase):
