@@ -23,6 +23,16 @@ _OPERATOR = re.compile(r"^(==|!=|>=|<=|~=|>|<|=)?")
 _SPEC_REFUSED = (";", "(", ")")
 
 
+# conda's Platform enum, by value and by name: a record's `platform` must be one of them.
+_PLATFORMS = frozenset(
+    {"freebsd", "linux", "win", "win32", "openbsd", "openbsd5", "osx", "darwin", "zos", "emscripten", "wasi"}
+)
+
+
+def platform_known(platform: str) -> bool:
+    return platform in _PLATFORMS
+
+
 def name_problem(name: str) -> str | None:
     if _NAME.fullmatch(name) or _VIRTUAL_NAME.fullmatch(name):
         return None

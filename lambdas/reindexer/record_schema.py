@@ -10,8 +10,9 @@ never taken from it.
 
 from __future__ import annotations
 
+import functools
 import json
-import unicodedata
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,9 @@ from rattler.package import IndexJson, RunExportsJson
 from . import conda_grammar
 from .layout import PackageFilename
 
+# C0 and C1 controls and lone surrogates (Unicode categories Cc and Cs).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_ARCH = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 # Bump when the rules change: records kept from earlier runs are checked again under the new rules.
 RECORD_SCHEMA = 1
 
@@ -37,7 +41,7 @@ INT64_MAX = 2**63 - 1
 
 RUN_EXPORTS_KINDS = ("weak", "strong", "noarch", "weak_constrains", "strong_constrains")
 # Dropped, never copied: where the file lives is the client's to derive; digests and size are ours; the
-# legacy and platform fields are conda-index's deprecated keys (conda reads `platform` as an enum).
+# legacy fields are conda-index's deprecated keys.
 DROPPED_FIELDS = frozenset(
     {
         "fn",
@@ -48,8 +52,6 @@ DROPPED_FIELDS = frozenset(
         "size",
         "legacy_bz2_md5",
         "legacy_bz2_size",
-        "arch",
-        "platform",
         "date",
         "package_type",
         "preferred_env",
@@ -83,8 +85,8 @@ def checked_index_fields(index: Mapping[str, Any], filename: PackageFilename, su
     }
     for field, check in _OPTIONAL_FIELDS.items():
         value = index.get(field)
-        if value is not None:
-            fields[field] = check(value, field)
+        if value is not None and (checked := check(value, field)) is not None:
+            fields[field] = checked
     _confirm_with_rattler(IndexJson.from_str, fields, "info/index.json")
     return fields
 
@@ -165,6 +167,8 @@ def _specs(value: Any, field: str) -> list[str]:
     return list(value)
 
 
+# The same specs recur across a channel's records ('python >=3.10,<3.11.0a0'): each is judged once.
+@functools.lru_cache(maxsize=65536)
 def _spec_problem(spec: str) -> str | None:
     """rattler's parse (without the extras, flags and conditions conda does not know), then conda's rules."""
     try:
@@ -235,6 +239,17 @@ def _purls(value: Any, field: str) -> list[str]:
     return [_word(item, field) for item in value]
 
 
+def _platform(value: Any, field: str) -> str | None:
+    """Kept when conda can read it (it parses `platform` as an enum); otherwise dropped, a legacy field
+    no client needs (rattler-build and conda-build write "linux", "osx", "win")."""
+    return value if isinstance(value, str) and conda_grammar.platform_known(value) else None
+
+
+def _arch(value: Any, field: str) -> str | None:
+    """Kept when it is a short word ("x86_64", "arm64"); otherwise dropped, a legacy field."""
+    return value if isinstance(value, str) and _ARCH.fullmatch(value) else None
+
+
 _OPTIONAL_FIELDS: dict[str, Callable[[Any, str], Any]] = {
     "constrains": _specs,
     "license": _text,
@@ -245,6 +260,8 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any, str], Any]] = {
     "features": _text,
     "purls": _purls,
     "python_site_packages_path": _word,
+    "arch": _arch,
+    "platform": _platform,
 }
 
 
@@ -265,7 +282,7 @@ def _refused_by(parse: Callable[[str], Any], text: str) -> str | None:
 
 
 def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+    return _CONTROL.search(text) is not None
 
 
 def _first_line(error: BaseException) -> str:

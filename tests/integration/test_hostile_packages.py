@@ -238,8 +238,9 @@ index_kind(
 index_kind(
     "fn-url-channel",
     Cleaned(
-        absent=("fn", "url", "channel", "arch", "platform", "date", "package_type", "preferred_env"),
-        fields={"subdir": "linux-64"},
+        # arch is kept (a legacy word clients ignore); a platform conda's enum does not know is dropped
+        absent=("fn", "url", "channel", "platform", "date", "package_type", "preferred_env"),
+        fields={"subdir": "linux-64", "arch": "x86_64"},
     ),
     fn="evil-9.9-h0_0.conda",
     url="https://evil.example/evil-9.9-h0_0.conda",

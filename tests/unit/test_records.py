@@ -121,6 +121,14 @@ def test_accepted_optional_fields_of_real_packages():
 
     assert record["noarch"] == "python"
     assert record["constrains"] == ["other <2"]
+    assert (record["arch"], record["platform"]) == ("x86_64", "linux")
+
+
+@pytest.mark.parametrize(("arch", "platform"), [("x 86", "plan9"), (3, ["linux"]), ("a" * 33, "Linux")])
+def test_legacy_arch_and_platform_conda_cannot_read_are_dropped_not_rejected(arch, platform):
+    record = build(index_json(arch=arch, platform=platform))
+
+    assert "arch" not in record and "platform" not in record
 
 
 def test_record_carries_known_index_fields_and_digests_and_drops_the_rest():
