@@ -131,7 +131,7 @@ def _index_surveyed(
     report = SubdirReport(subdir, removed=list(plan.removed), unchanged=len(plan.keep))
     # The outputs, shard digests and settings carry over until publish_outputs replaces them.
     state = replace(previous, packages=dict(plan.keep), rejected=dict(plan.rejected), schema=RECORD_SCHEMA)
-    outcomes = recheck_records(plan.keep, subdir) if previous.schema != RECORD_SCHEMA else []
+    outcomes = recheck_records(plan.keep, subdir, previous.schema)
     outcomes += read_packages(
         store,
         subdir,

@@ -13,7 +13,7 @@ from typing import Protocol
 from .layout import parse_package_filename
 from .package_reader import BadPackageError, PackageSpool, ReadResourceError
 from .planner import listing_rejection
-from .record_schema import RecordError
+from .record_schema import RECORD_SCHEMA, RecordError
 from .records import build_record, checked_stored_record, decode_record, encode_record
 from .reports import one_line_reason
 from .shards import check_shardable
@@ -109,10 +109,13 @@ def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int)
 
 
 def recheck_records(
-    packages: Mapping[str, IndexedPackage], subdir: str
+    packages: Mapping[str, IndexedPackage], subdir: str, schema: int
 ) -> list[tuple[StoredObject, Outcome]]:
-    """Records kept from a run under older rules, checked under today's: the outcome of each one that is
-    cleaned (an updated record) or refused (a rejection), without fetching the package again."""
+    """Records kept from a run under older rules (`schema`), checked under today's: the outcome of each one
+    that is cleaned (an updated record) or refused (a rejection), without fetching the package again.
+    Nothing when `schema` is today's."""
+    if schema == RECORD_SCHEMA:
+        return []
     outcomes: list[tuple[StoredObject, Outcome]] = []
     for name, package in sorted(packages.items()):
         stored = StoredObject(name, package.etag, package.size)

@@ -53,7 +53,7 @@ def _update_locked(
         return index_subdir_locked(store, prefix, subdir, options, lease)
 
     # Records kept under older rules are checked again first; what the events report then overrides them.
-    outcomes = recheck_records(previous.packages, subdir) if previous.schema != RECORD_SCHEMA else []
+    outcomes = recheck_records(previous.packages, subdir, previous.schema)
     to_read: list[StoredObject] = []
     for name in names:
         key = join_key(prefix, name)

@@ -250,7 +250,7 @@ def test_recheck_cleans_refuses_or_keeps_each_stored_record():
         "notjson-1.0-h0_0.conda": IndexedPackage("e", 1, "{not json"),
     }
 
-    outcomes = {obj.name: outcome for obj, outcome in recheck_records(packages, "noarch")}
+    outcomes = {obj.name: outcome for obj, outcome in recheck_records(packages, "noarch", schema=0)}
 
     assert GOOD not in outcomes
     cleaned = outcomes["dirty-1.0-h0_0.conda"]
