@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test demo bench fuzz synth node_modules clean
+.PHONY: install lint format test test-ceph demo bench fuzz synth node_modules clean
 
 install: $(STAMP)
 
@@ -26,6 +26,21 @@ format: install
 
 test: install lint
 	$(BIN)/pytest
+
+# Optional: tests/contract against a real Ceph RADOS Gateway, a one-node cluster (monitor, memstore OSD,
+# radosgw) on 127.0.0.1 in a temporary folder (devtools/ceph_rgw.py). Debian's Ceph packages are installed
+# with apt-get when their programs are missing, which needs root.
+CEPH_PACKAGES := ceph-mon ceph-osd radosgw ceph-common
+CEPH_PROGRAMS := monmaptool ceph-mon ceph-osd radosgw ceph radosgw-admin
+
+test-ceph: install
+	@for program in $(CEPH_PROGRAMS); do command -v $$program >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install -y --no-install-recommends $(CEPH_PACKAGES)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends $(CEPH_PACKAGES); \
+	fi
+	$(BIN)/python -m devtools.ceph_rgw run -- $(BIN)/pytest tests/contract -p no:cacheprovider
 
 demo: install
 	$(BIN)/python -m devtools.demo
