@@ -27,6 +27,8 @@ from reindexer.contract import (
     MAX_AGE_VARIABLE,
     MAX_PACKAGE_VARIABLE,
     PREFIXES_VARIABLE,
+    PROBE_KEY_PREFIX,
+    STORE_CONDITIONS_KEY,
 )
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
@@ -48,6 +50,8 @@ OUTPUT_KEYS = (
 )
 # The indexer's state and lease, inside each subdir folder: never readable anonymously.
 STATE_KEYS = ".reindexer/*"
+# What the indexer learnt of the store (its probe of conditional requests), at the bucket root.
+BUCKET_STATE_KEYS = f"{PROBE_KEY_PREFIX.rsplit('/', 1)[0]}/*"
 # Storage classes that need a restore before GetObject (or SSE-C, whose key the indexer never has) would
 # make an uploaded package unreadable to the indexer.
 READABLE_STORAGE_CLASS = "STANDARD"
@@ -192,7 +196,11 @@ class CondaChannel(Construct):
             principals=[iam.AnyPrincipal()],
             actions=["s3:GetObject"],
             resources=[
-                bucket.arn_for_objects(_join(prefix, "*", STATE_KEYS)) for prefix in self._channel_prefixes()
+                *(
+                    bucket.arn_for_objects(_join(prefix, "*", STATE_KEYS))
+                    for prefix in self._channel_prefixes()
+                ),
+                bucket.arn_for_objects(BUCKET_STATE_KEYS),
             ],
             conditions={"StringNotEquals": {"aws:PrincipalAccount": cdk.Stack.of(self).account}},
         )
@@ -266,12 +274,15 @@ class CondaChannel(Construct):
             bucket.arn_for_objects(_join(prefix, "*", ".reindexer/lease.json"))
             for prefix in self._channel_prefixes()
         ]
+        # The probe of what the store honours: a scratch object it creates and removes, and its answer.
+        probes = bucket.arn_for_objects(f"{PROBE_KEY_PREFIX}*")
+        conditions = bucket.arn_for_objects(STORE_CONDITIONS_KEY)
         statements = [
             # ListBucket also makes S3 answer 404 rather than 403 for a missing state or lease.
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]),
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=objects),
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=outputs),
-            iam.PolicyStatement(actions=["s3:DeleteObject"], resources=leases),
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[*objects, conditions]),
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[*outputs, probes, conditions]),
+            iam.PolicyStatement(actions=["s3:DeleteObject"], resources=[*leases, probes]),
         ]
         for statement in statements:
             function.add_to_role_policy(statement)
@@ -279,9 +290,10 @@ class CondaChannel(Construct):
         assert role is not None
         self._acknowledge_object_patterns(
             role,
-            [*objects, *outputs, *leases],
+            [*objects, *outputs, *leases, probes],
             "Subdir folders are created by uploads and not known at deploy time; the patterns end in the "
-            "indexer's own file names (repodata, shards, state, lease) or, for reads, cover the channel.",
+            "indexer's own file names (repodata, shards, state, lease) or, for reads, cover the channel; "
+            "the probe of the store's conditional requests uses scratch objects with random names.",
         )
         _acknowledge(
             role,

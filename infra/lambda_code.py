@@ -23,8 +23,8 @@ REQUIREMENTS = "requirements.txt"
 # pip's platform tags for each Lambda architecture (Architecture.name): manylinux2014 (glibc 2.17) and
 # manylinux_2_28, which py-rattler's arm64 wheels need; the python3.13 runtime (Amazon Linux 2023) has 2.34.
 PLATFORM_TAGS = {
-    "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
-    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
+    "arm64": ("manylinux2014_aarch64", "manylinux_2_24_aarch64", "manylinux_2_28_aarch64"),
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_28_x86_64"),
 }
 
 # The asset's source is the project root, so that requirements.txt is inside it next to lambdas/: the default

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.embedded_s3 import EmbeddedS3
+from reindexer.embedded_s3 import LOOPBACK, EmbeddedS3, free_port
 
 # Fake credentials and no instance-metadata lookups: nothing may leave loopback.
 os.environ.update(
@@ -35,6 +35,21 @@ def embedded_s3() -> Iterator[EmbeddedS3]:
     """One moto server (real HTTP on 127.0.0.1) for the whole session; tests use their own buckets."""
     with EmbeddedS3() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's HTTP server in this process, on 127.0.0.1: it serves the same backends as `mock_aws()`, so the
+    S3 client's requests (obstore speaks HTTP only) meet the buckets a test made in-process."""
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import WSGIRequestHandler
+
+    WSGIRequestHandler.log_request = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .contract import ACCESS_MODES, DEFAULT_MAX_PACKAGE_MB, MAX_PACKAGE_MB_LIMIT, channel_prefix_problem
@@ -23,6 +24,9 @@ from .package_fetch import no_progress
 from .publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
 from .reports import ChannelReport
 from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .storage.s3 import S3Store
 
 logger = logging.getLogger("reindexer")
 USAGE_ERROR = 2
@@ -54,16 +58,29 @@ def open_store(target: Target, args: argparse.Namespace) -> Store:
         from .storage.local import LocalStore
 
         return LocalStore(target.folder)
-    from .storage.s3 import S3Store, create_s3_client
-
     assert target.bucket is not None
-    client = create_s3_client(
-        endpoint_url=args.endpoint_url,
+    return _s3_store(target.bucket, args)
+
+
+def _s3_store(bucket: str, args: argparse.Namespace) -> S3Store:
+    from .storage.s3 import S3Endpoint, S3Store
+
+    endpoint = S3Endpoint(
+        url=args.endpoint_url,
         region=args.region,
-        force_path_style=args.force_path_style,
-        max_connections=args.jobs + 4,
+        path_style=args.force_path_style,
+        max_connections=getattr(args, "jobs", 1) + 4,
     )
-    return S3Store(target.bucket, client)
+    return S3Store(bucket, endpoint, single_writer=getattr(args, "single_writer", False))
+
+
+def _add_s3_options(parser: argparse.ArgumentParser) -> None:
+    s3 = parser.add_argument_group("S3 connection (credentials come from the standard AWS chain)")
+    s3.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
+    s3.add_argument("--region", help="bucket region (default: from the AWS configuration)")
+    s3.add_argument(
+        "--force-path-style", action="store_true", help="path-style addressing (MinIO, moto, ...)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bring a channel's index in line with its packages; only new or changed ones are read.",
     )
     index.add_argument("target", metavar="TARGET", help="s3://BUCKET/PREFIX or a local channel folder")
-    s3 = index.add_argument_group("S3 connection (credentials come from the standard AWS chain)")
-    s3.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
-    s3.add_argument("--region", help="bucket region (default: from the AWS configuration)")
-    s3.add_argument(
-        "--force-path-style", action="store_true", help="path-style addressing (MinIO, moto, ...)"
+    _add_s3_options(index)
+    index.add_argument(
+        "--single-writer",
+        action="store_true",
+        help="index a store that ignores conditional writes (s3rver, ...) anyway. Only safe if no other "
+        "indexer, Lambda or person ever writes this channel's index at the same time: two would overwrite "
+        "each other's repodata and lose packages",
     )
     index.add_argument("--force", action="store_true", help="re-read every package and rewrite every output")
     index.add_argument("--dry-run", action="store_true", help="print the planned changes and write nothing")
@@ -116,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
     index.add_argument("-v", "--verbose", action="store_true", help="log more detail on stderr")
+
+    probe = commands.add_parser(
+        "probe",
+        help="find out which conditional requests an S3 store honours (and cache the answer in the bucket)",
+        description="Send a few requests to a scratch key under .reindexer/ and print what the store "
+        "honours: create-only PUT, If-Match PUT (quoted or unquoted ETag), If-Match DELETE. The answer is "
+        "written to .reindexer/store-conditions.json, which every later run reads instead of probing.",
+    )
+    probe.add_argument("target", metavar="TARGET", help="s3://BUCKET")
+    _add_s3_options(probe)
+    probe.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     local = commands.add_parser(
         "local",
@@ -155,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problem := channel_prefix_problem(channel.strip("/")):
                 parser.error(f"--channel {channel!r} {problem}")
         return run_local(args)
+    if args.command == "probe":
+        return run_probe(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
     logging.basicConfig(
@@ -195,6 +227,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = sorted(name for name, subdir in report.subdirs.items() if subdir.error)
         print(f"reindexer: error: could not index {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """Probe the bucket's conditional requests now and print the answer."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        target = parse_target(args.target)
+        if target.bucket is None:
+            raise ValueError("a local folder needs no probe: its writes are checked under a file lock")
+        conditions = _s3_store(target.bucket, args).conditional.reprobe()
+    except (StoreError, ValueError) as error:
+        print(f"reindexer: error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(conditions.to_dict()))
+    else:
+        print(f"s3://{target.bucket}: {conditions.summary()}")
+        if limitation := conditions.limitation():
+            print(f"  it {limitation}: reindexer refuses to write there unless run with --single-writer")
     return 0
 
 

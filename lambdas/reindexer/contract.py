@@ -31,6 +31,12 @@ LAMBDA_MAX_EPHEMERAL_MB = 10240
 # /tmp room kept beside the packages being read (the runtime's own files, zstd and bz2 scratch).
 EPHEMERAL_HEADROOM_MB = 512
 
+# What the indexer learns of the store itself (store_conditions): the probe's scratch objects and its cached
+# answer, at the bucket root. Both functions write them; nobody outside the account reads them.
+BUCKET_STATE_FOLDER = ".reindexer"
+STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
+PROBE_KEY_PREFIX = f"{BUCKET_STATE_FOLDER}/probe-"
+
 CHANNEL_PREFIX_MAX_LENGTH = 256
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9!_.*'()\-]+$")
 

@@ -5,7 +5,8 @@ Protocol (object `<subdir>/.reindexer/lease.json`, body: owner and expiry time):
   over with `If-Match: <its ETag>`; if it is live, wait with jittered backoff and try again.
 - hold: a keep-alive thread renews it with `If-Match: <our ETag>` every third of its lifetime; a failed
   renewal marks the lease lost, and a lost lease forbids the commit.
-- release: delete it with `If-Match: <our ETag>`, so a lease someone else took over is never removed.
+- release: delete it with `If-Match: <our ETag>`, so a lease someone else took over is never removed. A
+  store that ignores If-Match on DELETE (Ceph RGW) gets a conditional overwrite marking it expired instead.
 
 Why it is safe: S3 applies each conditional write atomically, so two writers can never both create or take
 over the same lease version. Lifetimes exceed the holder's own time limit (a Lambda's timeout), so a holder
@@ -26,7 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .layout import STATE_FOLDER, join_key
-from .store import NotFoundError, PreconditionFailedError, Store, TransientStoreError
+from .store import (
+    ConditionUnsupportedError,
+    NotFoundError,
+    PreconditionFailedError,
+    Store,
+    StoreError,
+    TransientStoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class Lease:
         self._etag: str | None = None
         self._expires_at = 0.0
         self._lost = False
+        self._holder_expiry = 0.0
         self._guard = threading.Lock()
 
     @contextmanager
@@ -97,7 +106,8 @@ class Lease:
             if time.monotonic() - waited_since >= self.terms.wait:
                 location = self.store.describe(self.key)
                 raise LeaseBusyError(
-                    f"{location}: another indexer held the subdir for over {self.terms.wait:.0f} s"
+                    f"{location}: another indexer held the subdir for over {self.terms.wait:.0f} s "
+                    f"(its lease runs {self._holder_expiry - self._clock():.0f} s more)"
                 )
             self._sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -125,10 +135,14 @@ class Lease:
         if etag is None:
             return
         try:
-            self.store.delete(self.key, if_match=etag)
+            try:
+                self.store.delete(self.key, if_match=etag)
+            except ConditionUnsupportedError:
+                # An unconditional delete could remove a lease someone took over meanwhile.
+                self._write(if_match=etag, expires_at=0.0)
         except (PreconditionFailedError, NotFoundError):
             pass  # taken over after it expired: it is someone else's now
-        except TransientStoreError as error:
+        except StoreError as error:
             # Harmless beyond a delay: the lease expires on its own.
             logger.warning("could not release %s: %s", self.store.describe(self.key), error)
 
@@ -151,7 +165,8 @@ class Lease:
             with self._guard:
                 self._etag, self._expires_at, self._lost = current, self._expiry_of(data), False
             return True
-        if self._expiry_of(data) > self._clock():
+        self._holder_expiry = self._expiry_of(data)
+        if self._holder_expiry > self._clock():
             return False
         try:
             with self._guard:
@@ -162,8 +177,11 @@ class Lease:
         except (PreconditionFailedError, NotFoundError):
             return False
 
-    def _write(self, *, if_match: str | None = None, if_none_match: bool = False) -> tuple[str, float]:
-        expires_at = self._clock() + self.terms.lifetime
+    def _write(
+        self, *, if_match: str | None = None, if_none_match: bool = False, expires_at: float | None = None
+    ) -> tuple[str, float]:
+        if expires_at is None:
+            expires_at = self._clock() + self.terms.lifetime
         body = json.dumps({"owner": self.owner, "expires_at": expires_at}).encode()
         etag = self.store.write(
             self.key,

@@ -94,7 +94,7 @@ def run_transaction(
         except PreconditionFailedError as error:
             logger.info("%s changed under us (attempt %d): %s", store.describe(prefix), attempt, error)
             report = SubdirReport(
-                subdir, attempts=attempt, error=f"gave up after {attempt} conflicting updates"
+                subdir, attempts=attempt, error=f"gave up after {attempt} conflicting updates (last: {error})"
             )
         except FatalStoreError:
             raise

@@ -53,11 +53,20 @@ class UnreadableObjectError(StoreError):
     (Glacier, Deep Archive) or a customer-provided encryption key (SSE-C). A verdict on the object."""
 
 
+class ConditionUnsupportedError(StoreError):
+    """The store would carry out this conditional request unconditionally (it ignores the condition), so it
+    was not sent; the caller must choose a form the store honours."""
+
+
 class FatalStoreError(StoreError):
     """Nothing can be done with this target: missing bucket or local folder, access denied, endpoint down.
 
     A missing prefix is not one of these: an empty channel is indexed as such (noarch/repodata.json).
     """
+
+
+class UnsafeStoreError(FatalStoreError):
+    """The store ignores the conditional writes that keep two indexers from overwriting each other."""
 
 
 class Store(Protocol):
@@ -111,5 +120,6 @@ class Store(Protocol):
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove an object; absent objects are not an error. With if_match, only that exact version
-        is removed (PreconditionFailedError otherwise)."""
+        is removed (PreconditionFailedError otherwise); ConditionUnsupportedError if the store would
+        ignore the condition."""
         ...

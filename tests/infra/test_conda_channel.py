@@ -28,6 +28,8 @@ from reindexer.contract import (
     MAX_PACKAGE_VARIABLE,
     MAX_READ_JOBS,
     PREFIXES_VARIABLE,
+    PROBE_KEY_PREFIX,
+    STORE_CONDITIONS_KEY,
     channel_prefix_problem,
     ephemeral_storage_mb,
 )
@@ -179,7 +181,10 @@ def test_anonymous_listings_of_a_root_channel_cover_the_bucket():
 
 @pytest.mark.parametrize(
     ("mode", "state"),
-    [("public", ["dev/*/.reindexer/*", "prod/*/.reindexer/*"]), ("public-root", ["*/.reindexer/*"])],
+    [
+        ("public", ["dev/*/.reindexer/*", "prod/*/.reindexer/*", ".reindexer/*"]),
+        ("public-root", ["*/.reindexer/*", ".reindexer/*"]),
+    ],
 )
 def test_the_indexer_state_under_every_readable_prefix_is_denied_to_anonymous_readers(mode, state):
     deny = bucket_statement(mode, "PublicNeverReadsIndexerState")
@@ -189,7 +194,8 @@ def test_the_indexer_state_under_every_readable_prefix_is_denied_to_anonymous_re
     assert deny["Action"] == "s3:GetObject"
     assert object_patterns(mode, deny) == state
     readable = object_patterns(mode, bucket_statement(mode, "PublicReadChannel"))
-    assert [pattern.removesuffix("*") + "*/.reindexer/*" for pattern in readable] == state
+    # Each readable prefix's subdir states, and the bucket's own (what the indexer learnt of the store).
+    assert [pattern.removesuffix("*") + "*/.reindexer/*" for pattern in readable] + [".reindexer/*"] == state
 
 
 @pytest.mark.parametrize("mode", ["public", "public-root"])
@@ -353,7 +359,7 @@ def test_functions_read_as_many_packages_at_once_as_their_tmp_can_hold(
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
-def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease(handler):
+def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease_and_probe(handler):
     granted = role_statements("public", handler)
     puts = [r for s in granted if s["Action"] == "s3:PutObject" for r in s["Resource"]]
     deletes = [r for s in granted if s["Action"] == "s3:DeleteObject" for r in s["Resource"]]
@@ -363,10 +369,14 @@ def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease(
         "/repodata_shards.msgpack.zst",
         "/shards/*",
         "/.reindexer/*",
+        f"/{PROBE_KEY_PREFIX}*",
+        f"/{STORE_CONDITIONS_KEY}",
     )
     assert puts and all(flat(r).rstrip('"]}').endswith(own) for r in puts)
     assert not any(".conda" in flat(r) or ".tar.bz2" in flat(r) for r in puts)
-    assert deletes and all(flat(r).rstrip('"]}').endswith("/.reindexer/lease.json") for r in deletes)
+    assert deletes and all(
+        flat(r).rstrip('"]}').endswith(("/.reindexer/lease.json", f"/{PROBE_KEY_PREFIX}*")) for r in deletes
+    )
     assert not any(s["Action"] in ("s3:*", "*") for s in granted)
 
 

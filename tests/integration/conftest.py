@@ -1,4 +1,5 @@
-"""Fixtures for the S3 integration tests: in-process moto, and fresh buckets on the embedded HTTP server."""
+"""Fixtures for the S3 integration tests: in-process moto (served over loopback HTTP to our store), and fresh
+buckets on the embedded HTTP server."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reindexer.storage.s3 import S3Store, create_s3_client
-from tests.integration.helpers import CallRecorder
+from reindexer.storage.s3 import S3Store
+from reindexer.store_conditions import StoreConditions
+from tests.integration.helpers import CallRecorder, s3_store
 
 MOTO_BUCKET = "channel-bucket"
 
@@ -26,15 +28,16 @@ def moto_client() -> Iterator[Any]:
 
 
 @pytest.fixture
-def moto_store(moto_client: Any) -> S3Store:
-    """Our S3Store on MOTO_BUCKET, built the way the CLI builds it."""
-    return S3Store(MOTO_BUCKET, create_s3_client(region="us-east-1"))
+def moto_store(moto_client: Any, moto_endpoint: str) -> S3Store:
+    """Our S3Store on MOTO_BUCKET, built the way the CLI builds it; moto's conditions are known (S3's), so
+    request counts hold no probe."""
+    return s3_store(MOTO_BUCKET, moto_endpoint, conditions=StoreConditions.all_honoured())
 
 
 @pytest.fixture
 def moto_calls(moto_store: S3Store) -> CallRecorder:
     """Every API call `moto_store` makes, with its key."""
-    return CallRecorder(moto_store.client)
+    return CallRecorder(moto_store)
 
 
 @pytest.fixture

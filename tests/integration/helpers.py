@@ -14,7 +14,7 @@ import msgpack
 from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import join_key
 from reindexer.reports import ChannelReport
-from reindexer.storage.s3 import S3Store
+from reindexer.storage.s3 import S3Endpoint, S3Store
 from tests.common import zstd_decompress
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
@@ -45,17 +45,23 @@ def multipart_upload(client: Any, bucket: str, key: str, data: bytes, part_size:
     return etag
 
 
-class CallRecorder:
-    """Records every S3 API call a client makes as (operation, key), once per call (retries excluded)."""
+def s3_store(bucket: str, endpoint_url: str, **options: Any) -> S3Store:
+    """Our S3Store on a loopback server (path-style, us-east-1), as the CLI builds it."""
+    endpoint = S3Endpoint(url=endpoint_url, region="us-east-1", path_style=True)
+    return S3Store(bucket, endpoint, **options)
 
-    def __init__(self, client: Any) -> None:
+
+class CallRecorder:
+    """Records every S3 request a store sends as (operation, key), once per call (retries excluded)."""
+
+    def __init__(self, store: S3Store) -> None:
         self.calls: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
-        client.meta.events.register("before-parameter-build.s3", self._record)
+        store.on_request = self._record
 
-    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+    def _record(self, operation: str, key: str) -> None:
         with self._lock:
-            self.calls.append((model.name, params.get("Key")))
+            self.calls.append((operation, key))
 
     def clear(self) -> None:
         with self._lock:

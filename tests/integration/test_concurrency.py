@@ -26,10 +26,10 @@ from reindexer.layout import join_key
 from reindexer.lease import Lease, LeaseTerms
 from reindexer.reports import SubdirReport
 from reindexer.sqs_worker import LocalLambdaContext, queue_arn, run_worker
-from reindexer.storage.s3 import S3Store
 from reindexer.store import Store
 from tests.common import queue_counts, sha256_hex
 from tests.integration.concurrency_checks import assert_noop_run, check_channel
+from tests.integration.helpers import s3_store
 
 pytestmark = [
     pytest.mark.slow,
@@ -82,7 +82,7 @@ def handler_environment(monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("READ_JOBS", "4")
     monkeypatch.delenv("CHANNEL_PREFIXES", raising=False)
-    caches = (runtime.settings, runtime._client, runtime.store_for)
+    caches = (runtime.settings, runtime.store_for)
     for cache in caches:
         cache.cache_clear()
     yield bucket
@@ -363,6 +363,6 @@ def test_uploads_deletes_workers_and_full_reindexes_converge(
 
     expected = {p.key: sha256_hex(channel.files[p.key]) for p in channel.packages if p not in deleted}
     expected |= {p.key: sha256_hex(channel.variants[p.key]) for p in reuploaded}
-    store = S3Store(bucket, s3)
+    store = s3_store(bucket, endpoint)
     check_channel(store, CHANNEL, expected)
     assert_noop_run(store, CHANNEL)

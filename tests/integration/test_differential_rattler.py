@@ -14,9 +14,15 @@ from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import build_packages, plan_channel
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
-from reindexer.storage.s3 import S3Store, create_s3_client
 from tests.common import sha256_hex, zstd_decompress
-from tests.integration.helpers import all_records, decode_msgpack_zst, get_bytes, get_repodata, run_index
+from tests.integration.helpers import (
+    all_records,
+    decode_msgpack_zst,
+    get_bytes,
+    get_repodata,
+    run_index,
+    s3_store,
+)
 
 CHANNEL = "conda/main"
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
@@ -65,7 +71,7 @@ def test_our_index_agrees_with_rattler_index(
         embedded_s3.endpoint_url, "us-east-1", "testing", "testing", addressing_style="path"
     )
     asyncio.run(index_s3(f"s3://{theirs}/{CHANNEL}", credentials=credentials))
-    store = S3Store(ours, create_s3_client(endpoint_url=embedded_s3.endpoint_url, force_path_style=True))
+    store = s3_store(ours, embedded_s3.endpoint_url)
     report = run_index(store, CHANNEL)
     assert sorted(report.subdirs) == sorted(SUBDIRS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 import time
@@ -27,12 +28,12 @@ from reindexer.lease import LEASE_FILE, LeaseTerms
 from reindexer.reports import SubdirReport
 from reindexer.sqs_worker import LocalLambdaContext, poll_once, queue_arn, to_lambda_event
 from reindexer.storage.local import LocalStore
-from reindexer.storage.s3 import S3Store, create_s3_client
 from reindexer.store import PreconditionFailedError, Store, TransientStoreError
 from reindexer.updater import update_subdir
 from tests.common import queue_counts, sha256_hex
 from tests.integration.concurrency_checks import assert_noop_run, channel_subdirs, check_channel
 from tests.integration.concurrency_stores import Crash, CrashingStore, FlakyStore, StoreWrapper
+from tests.integration.helpers import s3_store
 
 CHANNEL = "org/dev"
 BUCKET = "fault-bucket"
@@ -79,12 +80,13 @@ class FolderBucket:
 
 
 class MotoBucket:
-    def __init__(self, client: Any, name: str) -> None:
+    def __init__(self, client: Any, name: str, endpoint_url: str) -> None:
         self.client = client
         self.name = name
+        self.endpoint_url = endpoint_url
 
     def store(self) -> Store:
-        return S3Store(self.name, create_s3_client(region="us-east-1"))
+        return s3_store(self.name, self.endpoint_url)
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.name, Key=key, Body=data)
@@ -94,14 +96,14 @@ class MotoBucket:
 
 
 @pytest.fixture(params=["local", "moto"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
+def bucket(request: pytest.FixtureRequest, tmp_path: Path, moto_endpoint: str) -> Iterator[Bucket]:
     if request.param == "local":
         yield FolderBucket(tmp_path / "channel")
         return
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        yield MotoBucket(client, BUCKET)
+        yield MotoBucket(client, BUCKET, moto_endpoint)
 
 
 @dataclasses.dataclass
@@ -370,14 +372,15 @@ def _notify(s3: Any, bucket: str, arn: str) -> None:
 
 
 @pytest.fixture
-def handler_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def handler_environment(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[None]:
     monkeypatch.setenv("CHANNEL_BUCKET", BUCKET)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.delenv("CHANNEL_PREFIXES", raising=False)
     # The lease outlives an invocation by LEASE_SLACK_SECONDS (60 s); a lease a failed release left
     # behind would then block the subdir for a minute. Without slack it lives for the 5 s invocation.
     monkeypatch.setattr(runtime, "LEASE_SLACK_SECONDS", 0.0)
-    caches = (runtime.settings, runtime._client, runtime.store_for)
+    caches = (runtime.settings, runtime.store_for)
     for cache in caches:
         cache.cache_clear()
     yield
@@ -456,7 +459,7 @@ def test_transient_errors_in_the_event_handler_become_batch_failures_and_redeliv
 
         assert queue_counts(sqs, url) == (0, 0), "the queue did not drain"
         assert failures() > 0, "no transient error ever reached the handler's batch response"
-        store = S3Store(BUCKET, s3)
+        store = s3_store(BUCKET, os.environ["AWS_ENDPOINT_URL_S3"])
         check_channel(store, CHANNEL, expected)
         assert_noop_run(store, CHANNEL)
 

@@ -46,7 +46,7 @@ from tests.integration.handler_helpers import (
     sqs_batch,
     sqs_message,
 )
-from tests.integration.helpers import all_records, get_repodata
+from tests.integration.helpers import all_records, get_repodata, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
@@ -76,15 +76,16 @@ KNOWN_NOARCH = "noarch/sample-noarch-0000-2.2.1-h0000004_1.conda"
 def clear_caches() -> None:
     runtime.settings.cache_clear()
     runtime.store_for.cache_clear()
-    runtime._client.cache_clear()
 
 
 @pytest.fixture
-def lambda_env(moto_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The deployed function's environment on in-process moto, with fresh settings and clients."""
+def lambda_env(moto_client: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The deployed function's environment on in-process moto, with fresh settings and clients; the store
+    reaches moto's HTTP face through AWS_ENDPOINT_URL_S3 as the AWS SDKs do."""
     for name in ENV_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHANNEL_BUCKET", MOTO_BUCKET)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
     clear_caches()
     yield moto_client
     clear_caches()
@@ -157,7 +158,10 @@ def indexed_objects() -> dict[str, tuple[bytes, dict[str, str]]]:
 
 @pytest.fixture
 def bucket(
-    lambda_env: Any, small_channel: SmallChannel, indexed_objects: dict[str, tuple[bytes, dict[str, str]]]
+    lambda_env: Any,
+    moto_endpoint: str,
+    small_channel: SmallChannel,
+    indexed_objects: dict[str, tuple[bytes, dict[str, str]]],
 ) -> Bucket:
     """The sample channel at the bucket root, indexed without the HELD_BACK packages.
 
@@ -171,7 +175,7 @@ def bucket(
         for key, path in files.items():
             if key not in HELD_BACK:
                 lambda_env.put_object(Bucket=MOTO_BUCKET, Key=key, Body=path.read_bytes())
-        assert index_channel(S3Store(MOTO_BUCKET, lambda_env), "", IndexOptions()).ok
+        assert index_channel(s3_store(MOTO_BUCKET, moto_endpoint), "", IndexOptions()).ok
         for page in lambda_env.get_paginator("list_objects_v2").paginate(Bucket=MOTO_BUCKET):
             for item in page["Contents"]:
                 got = lambda_env.get_object(Bucket=MOTO_BUCKET, Key=item["Key"])

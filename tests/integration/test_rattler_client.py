@@ -28,9 +28,8 @@ from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.indexer import IndexOptions
 from reindexer.layout import OUR_OUTPUT_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.publication import PublishSettings
-from reindexer.storage.s3 import S3Store, create_s3_client
 from tests.common import sha256_hex
-from tests.integration.helpers import run_index
+from tests.integration.helpers import run_index, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CHANNEL = "org/stable"
@@ -61,9 +60,7 @@ class PublicChannel:
         self.files = upload_channel(self.client, self.bucket, CHANNEL, folder)
         self.packages = packages
         self.url = f"{server.endpoint_url}/{self.bucket}/{CHANNEL}"
-        self.store = S3Store(
-            self.bucket, create_s3_client(endpoint_url=server.endpoint_url, force_path_style=True)
-        )
+        self.store = s3_store(self.bucket, server.endpoint_url)
 
     def outputs(self, subdir: str) -> set[str]:
         names = {obj.name for obj in self.store.list_folder(f"{CHANNEL}/{subdir}").objects}

@@ -17,7 +17,7 @@ from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.indexer import IndexOptions, index_channel
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
-from reindexer.storage.s3 import S3Store, create_s3_client
+from reindexer.storage.s3 import S3Endpoint, S3Store
 from tests import package_factory
 from tests.common import sha256_hex, zstd_decompress
 from tests.integration.conftest import MOTO_BUCKET
@@ -30,6 +30,7 @@ from tests.integration.helpers import (
     md5_hex,
     multipart_upload,
     run_index,
+    s3_store,
     subdirs_of,
 )
 from tests.writers import index_ignoring_lease
@@ -208,10 +209,8 @@ def test_adopts_a_channel_indexed_by_rattler_index(
     }
     assert sum(len(records) for records in rattler_records.values()) == len(files)
 
-    store = S3Store(
-        http_bucket, create_s3_client(endpoint_url=embedded_s3.endpoint_url, force_path_style=True)
-    )
-    calls = CallRecorder(store.client)
+    store = s3_store(http_bucket, embedded_s3.endpoint_url)
+    calls = CallRecorder(store)
     report = run_index(store, "ch")
 
     # The single-part ETags equal rattler's md5s, so its records are trusted and no package is read.
@@ -250,10 +249,8 @@ def test_adoption_rereads_packages_whose_etag_is_not_an_md5(
     assert etag.endswith("-1")
     _rattler_index(embedded_s3, f"s3://{http_bucket}/ch")
 
-    store = S3Store(
-        http_bucket, create_s3_client(endpoint_url=embedded_s3.endpoint_url, force_path_style=True)
-    )
-    calls = CallRecorder(store.client)
+    store = s3_store(http_bucket, embedded_s3.endpoint_url)
+    calls = CallRecorder(store)
     report = run_index(store, "ch")
 
     # A multipart ETag proves nothing about the content, so that one package is read; the rest is adopted.
@@ -272,9 +269,7 @@ def test_outputs_overwritten_by_another_indexer_are_rewritten(
 ) -> None:
     folder, _ = small_channel
     upload_channel(http_s3_client, http_bucket, "ch", folder)
-    store = S3Store(
-        http_bucket, create_s3_client(endpoint_url=embedded_s3.endpoint_url, force_path_style=True)
-    )
+    store = s3_store(http_bucket, embedded_s3.endpoint_url)
     run_index(store, "ch")
     published = {
         subdir: get_bytes(http_s3_client, http_bucket, f"ch/{subdir}/{REPODATA_JSON}") for subdir in SUBDIRS
@@ -285,7 +280,7 @@ def test_outputs_overwritten_by_another_indexer_are_rewritten(
     for subdir in SUBDIRS:
         assert get_bytes(http_s3_client, http_bucket, f"ch/{subdir}/{REPODATA_JSON}") != published[subdir]
 
-    calls = CallRecorder(store.client)
+    calls = CallRecorder(store)
     report = run_index(store, "ch")
 
     # The state's output ETags no longer match: outputs are rewritten from the state, no package is read.
@@ -302,8 +297,8 @@ def test_outputs_overwritten_by_another_indexer_are_rewritten(
 class _RacingStore(S3Store):
     """An S3Store that lets `rival` run once, just before this store's first write of a matching key."""
 
-    def __init__(self, bucket: str, client: Any, when: str, rival: Any) -> None:
-        super().__init__(bucket, client)
+    def __init__(self, bucket: str, endpoint_url: str, when: str, rival: Any) -> None:
+        super().__init__(bucket, S3Endpoint(url=endpoint_url, region="us-east-1", path_style=True))
         self._when = when
         self._rival = rival
 
@@ -339,7 +334,7 @@ def test_concurrent_indexers_converge(
         index_ignoring_lease(moto_store, "ch", "linux-64")
 
     # Our run starts from the old listing: it must lose the state commit (412), retry, and converge.
-    slow = _RacingStore(MOTO_BUCKET, create_s3_client(region="us-east-1"), when, rival)
+    slow = _RacingStore(MOTO_BUCKET, moto_store.endpoint.url or "", when, rival)
     new = dataclasses.replace(late, name="new-in-our-run")
     (new_path,) = build_packages([new], tmp_path)
     moto_store.client.put_object(
@@ -386,7 +381,7 @@ def test_large_multipart_package_is_indexed_with_its_real_digests(moto_store: S3
     assert record["md5"] == md5_hex(data)
     assert record["sha256"] == sha256_hex(data)
     assert record["size"] == len(data)
-    calls = CallRecorder(moto_store.client)
+    calls = CallRecorder(moto_store)
     again = run_index(moto_store, "ch")
     assert calls.package_reads() == {}
     assert not again.subdirs["linux-64"].written
@@ -426,7 +421,7 @@ def test_state_deleted_during_a_run_is_retried(moto_store: S3Store, small_channe
         # Someone deletes the state to force a rebuild while our run is about to commit.
         moto_store.client.delete_object(Bucket=MOTO_BUCKET, Key=f"ch/win-64/{STATE_FILE}")
 
-    racing = _RacingStore(MOTO_BUCKET, create_s3_client(region="us-east-1"), STATE_FILE, operator_wipes_state)
+    racing = _RacingStore(MOTO_BUCKET, moto_store.endpoint.url or "", STATE_FILE, operator_wipes_state)
     report = index_channel(racing, "ch", IndexOptions(subdirs=["win-64"]))
 
     # The commit's If-Match no longer holds: that is a lost race like any other, to be retried.

@@ -11,10 +11,10 @@ from devtools.sample_channel import SamplePackage
 from reindexer.indexer import IndexOptions
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
-from reindexer.storage.s3 import S3Store, create_s3_client
+from reindexer.storage.s3 import S3Store
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import md5_hex, run_index
+from tests.integration.helpers import md5_hex, run_index, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 
@@ -120,8 +120,8 @@ def test_write_with_if_match_on_a_missing_key_fails_as_precondition(moto_store: 
         moto_store.write("k/state", b"two", content_type="application/zstd", if_match=etag)
 
 
-def test_missing_bucket_is_fatal_with_one_line_message(moto_client: object) -> None:
-    store = S3Store("no-such-bucket-here", create_s3_client(region="us-east-1"))
+def test_missing_bucket_is_fatal_with_one_line_message(moto_client: object, moto_endpoint: str) -> None:
+    store = s3_store("no-such-bucket-here", moto_endpoint)
     with pytest.raises(FatalStoreError) as caught:
         store.list_folder("ch")
     message = str(caught.value)

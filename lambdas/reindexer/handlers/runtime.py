@@ -23,7 +23,7 @@ from ..config import ConfigurationError, HandlerSettings
 from ..indexer import IndexOptions
 from ..lease import LeaseTerms
 from ..publication import PublishSettings
-from ..storage.s3 import S3Store, create_s3_client
+from ..storage.s3 import S3Endpoint, S3Store
 
 SERVICE = "reindexer"
 METRICS_NAMESPACE = "Reindexer"
@@ -79,13 +79,10 @@ def settings() -> HandlerSettings:
 
 
 @cache
-def _client() -> Any:
-    return create_s3_client(max_connections=settings().read_jobs + 4)
-
-
-@cache
 def store_for(bucket: str) -> S3Store:
-    return S3Store(bucket, _client())
+    """The bucket's store, kept for the container's life: what the bucket honours of conditional requests
+    is probed (or read from its cached answer) once per cold start, not per invocation."""
+    return S3Store(bucket, S3Endpoint.from_environment(max_connections=settings().read_jobs + 4))
 
 
 def seconds_left(context: LambdaContext | None) -> float:

@@ -1,0 +1,176 @@
+"""The Store contract, one suite for every store: what the indexer relies on from storage, checked on the
+in-memory store, a local folder, moto and real S3-compatible servers alike."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from reindexer.store import (
+    ConditionUnsupportedError,
+    NotFoundError,
+    PreconditionFailedError,
+    Store,
+    StoredObject,
+)
+
+TYPE = "application/octet-stream"
+RACERS = 6
+
+
+def test_a_written_object_reads_back_with_the_etag_the_write_returned(store: Store) -> None:
+    etag = store.write("ch/noarch/a.json", b"one", content_type=TYPE)
+    assert store.read("ch/noarch/a.json") == (b"one", etag)
+    assert store.head("ch/noarch/a.json") == StoredObject("ch/noarch/a.json", etag, 3)
+    replaced = store.write("ch/noarch/a.json", b"two!", content_type=TYPE)
+    assert replaced != etag
+    assert store.read("ch/noarch/a.json") == (b"two!", replaced)
+
+
+def test_a_missing_object_is_not_found_and_deleting_it_is_no_error(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        store.read("ch/noarch/missing.json")
+    assert store.head("ch/noarch/missing.json") is None
+    store.delete("ch/noarch/missing.json")
+
+
+def test_create_only_refuses_an_existing_object_and_leaves_it_alone(store: Store) -> None:
+    etag = store.write("ch/lease.json", b"first", content_type=TYPE, if_none_match=True)
+    with pytest.raises(PreconditionFailedError):
+        store.write("ch/lease.json", b"second", content_type=TYPE, if_none_match=True)
+    assert store.read("ch/lease.json") == (b"first", etag)
+
+
+def test_replace_if_match_takes_only_the_version_read(store: Store) -> None:
+    first = store.write("ch/state", b"one", content_type=TYPE)
+    second = store.write("ch/state", b"two", content_type=TYPE, if_match=first)
+    with pytest.raises(PreconditionFailedError):
+        store.write("ch/state", b"three", content_type=TYPE, if_match=first)
+    assert store.read("ch/state") == (b"two", second)
+
+
+def test_replace_if_match_on_a_deleted_object_is_a_lost_race(store: Store) -> None:
+    etag = store.write("ch/state", b"one", content_type=TYPE)
+    store.delete("ch/state")
+    with pytest.raises(PreconditionFailedError):
+        store.write("ch/state", b"two", content_type=TYPE, if_match=etag)
+    assert store.head("ch/state") is None
+
+
+def test_a_conditional_delete_never_removes_a_version_it_was_not_given(store: Store) -> None:
+    first = store.write("ch/lease.json", b"one", content_type=TYPE)
+    second = store.write("ch/lease.json", b"two", content_type=TYPE)
+    with contextlib.suppress(PreconditionFailedError, ConditionUnsupportedError):
+        store.delete("ch/lease.json", if_match=first)
+    assert store.read("ch/lease.json") == (b"two", second)
+    try:
+        store.delete("ch/lease.json", if_match=second)
+    except ConditionUnsupportedError:
+        return  # a store that ignores the condition is not asked to delete at all
+    assert store.head("ch/lease.json") is None
+
+
+def test_one_of_many_concurrent_creators_wins(store: Store) -> None:
+    winners = _race(lambda n: store.write("ch/lease.json", b"%d" % n, content_type=TYPE, if_none_match=True))
+    assert len(winners) == 1
+    (winner,) = winners
+    assert store.read("ch/lease.json")[0] == b"%d" % winner
+
+
+def test_one_of_many_concurrent_replacers_of_one_version_wins(store: Store) -> None:
+    base = store.write("ch/state", b"base", content_type=TYPE)
+    winners = _race(lambda n: store.write("ch/state", b"%d" % n, content_type=TYPE, if_match=base))
+    assert len(winners) == 1
+    (winner,) = winners
+    assert store.read("ch/state")[0] == b"%d" % winner
+
+
+def test_a_folder_lists_its_direct_children_in_key_order(store: Store) -> None:
+    names = ["b-1-0.conda", "a+b-1-0.conda", "ü-1-0.conda", "sp ace-1-0.tar.bz2", "A-1-0.conda", "p%20.json"]
+    for name in names:
+        store.write(f"ch/linux-64/{name}", name.encode(), content_type=TYPE)
+    store.write("ch/linux-64/.reindexer/state.json.zst", b"s", content_type=TYPE)
+    store.write("ch/linux-64/shards/x.msgpack.zst", b"x", content_type=TYPE)
+    store.write("ch/linux-64/shards/y.msgpack.zst", b"y", content_type=TYPE)
+    store.write("ch/linux-645/other.conda", b"o", content_type=TYPE)
+
+    listing = store.list_folder("ch/linux-64")
+    assert [obj.name for obj in listing.objects] == sorted(names)
+    assert all(obj.key == f"ch/linux-64/{obj.name}" for obj in listing.objects)
+    assert [obj.size for obj in listing.objects] == [len(name.encode()) for name in sorted(names)]
+    assert listing.folders == [".reindexer", "shards"]
+    assert store.list_folder("ch").folders == ["linux-64", "linux-645"]
+    assert store.list_folder("nothing/here").objects == []
+
+
+def test_a_folder_of_more_than_one_page_lists_whole(store: Store) -> None:
+    count = 1_003  # S3 pages listings by 1,000 keys
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: store.write(f"big/k{n:05d}", b"", content_type=TYPE), range(count)))
+    assert [obj.name for obj in store.list_folder("big").objects] == [f"k{n:05d}" for n in range(count)]
+
+
+def test_download_shows_the_object_before_its_bytes_and_streams_them_all(store: Store) -> None:
+    data = bytes(range(256)) * 12_000  # 3 MB: more than one chunk
+    etag = store.write("ch/noarch/big-1-0.conda", data, content_type=TYPE)
+    seen: list[StoredObject] = []
+    received = bytearray()
+
+    def expect(found: StoredObject) -> None:
+        assert not received, "expect must see the object before the first byte"
+        seen.append(found)
+
+    got = store.download("ch/noarch/big-1-0.conda", received.extend, expect=expect)
+    assert seen == [StoredObject("ch/noarch/big-1-0.conda", etag, len(data))]
+    assert got.etag == etag
+    assert got.size == len(data)
+    assert bytes(received) == data
+
+
+def test_a_refusal_from_expect_stops_the_download_before_any_byte(store: Store) -> None:
+    store.write("ch/noarch/big-1-0.conda", b"x" * 100_000, content_type=TYPE)
+    received = bytearray()
+
+    class TooLarge(Exception):
+        pass
+
+    def refuse(found: StoredObject) -> None:
+        raise TooLarge(found.key)
+
+    with pytest.raises(TooLarge):
+        store.download("ch/noarch/big-1-0.conda", received.extend, expect=refuse)
+    assert received == bytearray()
+
+
+def _race(attempt: Callable[[int], object]) -> list[int]:
+    """Start RACERS attempts at once; the numbers of those that were not refused."""
+    barrier = threading.Barrier(RACERS)
+    winners: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        barrier.wait()
+        try:
+            attempt(n)
+        except PreconditionFailedError:
+            return
+        except BaseException as error:  # anything else fails the test, with the thread's error
+            with lock:
+                errors.append(error)
+            return
+        with lock:
+            winners.append(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return winners
