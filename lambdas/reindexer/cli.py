@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -65,11 +66,13 @@ def open_store(target: Target, args: argparse.Namespace) -> Store:
 def _s3_store(bucket: str, args: argparse.Namespace) -> S3Store:
     from .storage.s3 import S3Endpoint, S3Store
 
-    endpoint = S3Endpoint(
-        url=args.endpoint_url,
+    found = S3Endpoint.from_environment(max_connections=getattr(args, "jobs", 1) + 4)
+    endpoint = dataclasses.replace(
+        found,
+        url=args.endpoint_url or found.url,
+        # Without --region the bucket's own region is looked up (a shell's AWS_REGION may name another).
         region=args.region,
-        path_style=args.force_path_style,
-        max_connections=getattr(args, "jobs", 1) + 4,
+        path_style=args.force_path_style or (found.path_style and not args.endpoint_url),
     )
     return S3Store(bucket, endpoint, single_writer=getattr(args, "single_writer", False))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from reindexer.indexer import IndexOptions
 from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
 from reindexer.storage.s3 import S3Store
-from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError
+from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError, UnreadableObjectError
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.helpers import md5_hex, run_index, s3_store
 
@@ -193,3 +194,14 @@ def test_index_run_stores_content_type_and_cache_control(
         assert _headers(moto_store, f"ch/linux-64/{name}")[1] == "public, max-age=7"
     shard = moto_store.list_folder("ch/linux-64/shards").objects[0]
     assert _headers(moto_store, shard.key)[1] == SHARD_CACHE_CONTROL
+
+
+def test_an_archived_object_is_unreadable_not_a_denial(moto_client: Any, moto_store: S3Store) -> None:
+    # moto answers a GET of a GLACIER object as S3 does: 403 InvalidObjectState, which is a verdict on that
+    # object (the package is rejected with this reason), not an access problem that stops the run.
+    moto_client.put_object(
+        Bucket=MOTO_BUCKET, Key="ch/noarch/cold-1-0.conda", Body=b"x", StorageClass="GLACIER"
+    )
+    with pytest.raises(UnreadableObjectError, match="is archived") as caught:
+        moto_store.download("ch/noarch/cold-1-0.conda", lambda chunk: None)
+    assert "\n" not in str(caught.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from obstore import exceptions as obstore_errors
 
 import reindexer.package_fetch
 from reindexer.indexer import IndexOptions, index_channel
@@ -22,8 +22,8 @@ from reindexer.records import encode_record
 from reindexer.reports import MAX_REASON_LENGTH
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore
-from reindexer.storage.s3 import S3Store
-from reindexer.store import StoredObject, UnreadableObjectError
+from reindexer.storage.s3 import S3Endpoint, S3Store
+from reindexer.store import FatalStoreError, StoredObject, UnreadableObjectError
 from tests.package_factory import index_json, package_bytes
 from tests.unit.helpers import all_records, read_repodata
 
@@ -142,33 +142,59 @@ def test_an_archived_or_customer_encrypted_object_is_rejected_with_that_reason(t
     assert outcome == RejectedFile("etag", 100, "s3://b/noarch/cold-1.0-h0_0.conda is archived (GLACIER)")
 
 
+def obstore_message(status: str, body: str) -> str:
+    """The text obstore gives a failed request (its first line; the rest is a debug dump)."""
+    return (
+        "Error performing GET http://127.0.0.1:9/b/ch/noarch/p-1-0.conda in 1ms - Server returned non-2xx "
+        f"status code: {status}: {body}\n\nDebug source:\n..."
+    )
+
+
 @pytest.mark.parametrize(
     ("error", "phrase"),
     [
-        ({"Code": "InvalidObjectState", "Message": "not valid", "StorageClass": "DEEP_ARCHIVE"}, "archived"),
         (
-            {
-                "Code": "InvalidRequest",
-                "Message": "The object was stored using a form of Server Side Encryption. The correct "
-                "parameters must be provided to retrieve the object.",
-            },
+            obstore_errors.PermissionDeniedError(
+                obstore_message("403 Forbidden", "<Error><Code>InvalidObjectState</Code></Error>")
+            ),
+            "archived",
+        ),
+        (
+            obstore_errors.GenericError(
+                obstore_message(
+                    "400 Bad Request",
+                    "<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of "
+                    "Server Side Encryption. The correct parameters must be provided to retrieve the "
+                    "object.</Message>",
+                )
+            ),
             "customer-provided key (SSE-C)",
         ),
-        ({"Code": "400", "Message": "Bad Request"}, "customer-provided key"),
+        (obstore_errors.GenericError(obstore_message("400 Bad Request", "")), "customer-provided key"),
     ],
+    ids=["archived", "sse-c", "sse-c-head"],
 )
 def test_s3_errors_of_unreadable_objects_are_told_apart_from_access_denied(error, phrase):
-    store = S3Store.__new__(S3Store)
-    store.bucket = "b"
-    response: Any = {
-        "Error": error,
-        "ResponseMetadata": {"HTTPStatusCode": 403 if "State" in error["Code"] else 400},
-    }
+    store = S3Store("b", S3Endpoint(url="http://127.0.0.1:9", region="us-east-1", path_style=True))
 
-    mapped = store._client_error(ClientError(response, "GetObject"), "ch/noarch/p-1-0.conda")
+    mapped = store._object_store_error(error, "ch/noarch/p-1-0.conda")
 
     assert isinstance(mapped, UnreadableObjectError)
     assert phrase in str(mapped)
+    assert "\n" not in str(mapped)
+
+
+def test_plain_access_denied_is_fatal_and_names_the_object():
+    store = S3Store("b", S3Endpoint(url="http://127.0.0.1:9", region="us-east-1", path_style=True))
+    error = obstore_errors.PermissionDeniedError(
+        obstore_message("403 Forbidden", "<Error><Code>AccessDenied</Code></Error>")
+    )
+
+    mapped = store._object_store_error(error, "ch/noarch/p-1-0.conda")
+
+    assert isinstance(mapped, FatalStoreError)
+    assert str(mapped).startswith("access denied to s3://b/ch/noarch/p-1-0.conda")
+    assert "\n" not in str(mapped)
 
 
 # --- the temporary disk --------------------------------------------------------------------------------

@@ -69,9 +69,10 @@ class S3Endpoint:
 
     @classmethod
     def from_environment(cls, *, max_connections: int = 10) -> S3Endpoint:
-        """AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and AWS_REGION, as the AWS SDKs read them."""
+        """AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL as the AWS SDKs read them, and AWS_REGION, which Lambda
+        sets to its own region (the stack's bucket is in it)."""
         url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+        region = os.environ.get("AWS_REGION") or None
         return cls(url=url, region=region, path_style=url is not None, max_connections=max_connections)
 
 
