@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-
 from .contract import ACCESS_VARIABLE, BUCKET_VARIABLE, MAX_AGE_VARIABLE, PREFIXES_VARIABLE
 from .embedded_s3 import EmbeddedS3
 from .layout import join_key
@@ -78,6 +76,8 @@ def public_read_policy(bucket: str) -> dict[str, Any]:
 
 def provision(endpoint_url: str, settings: LocalSettings) -> LocalStack:
     """Create the bucket, the queues and the notification route on the embedded endpoint."""
+    import boto3  # here, not at the top: `reindexer index` imports this module for its defaults
+
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION)
     s3.create_bucket(Bucket=settings.bucket)
@@ -149,6 +149,8 @@ def running(settings: LocalSettings, port: int = DEFAULT_PORT) -> Iterator[Local
     with EmbeddedS3(port) as server:
         stack = provision(server.endpoint_url, settings)
         os.environ.update(handler_environment(server.endpoint_url, settings))
+        import boto3
+
         from .handlers import package_events
         from .sqs_worker import run_worker
 

@@ -13,7 +13,10 @@ import zstandard
 from .layout import CONDA_EXTENSION, SHARDS_FOLDER, parse_package_filename
 from .records import Record, RecordJson, decode_record
 
-SHARD_ZST_LEVEL = 19
+# A shard is a few KB and a subdir has thousands, so each one's compression counts: level 6 takes ~50-80 us
+# a shard, level 19 ~1.6-2.9 ms, for 1-2.5 % more bytes (the shard index: 1-2 % more bytes in a tenth to a
+# sixth of the CPU). Only shards rendered anew get the level: unchanged ones keep their bytes and address.
+SHARD_ZST_LEVEL = 6
 # Beyond this many changed names, one pass over all file names is cheaper than a scan per name.
 TARGETED_REGROUP_LIMIT = 32
 

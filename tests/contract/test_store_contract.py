@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from botocore.exceptions import ClientError
 
 from reindexer.store import (
     ConditionUnsupportedError,
@@ -16,6 +17,7 @@ from reindexer.store import (
     Store,
     StoredObject,
 )
+from tests.contract.conftest import S3Server
 
 TYPE = "application/octet-stream"
 RACERS = 6
@@ -174,3 +176,35 @@ def _race(attempt: Callable[[int], object]) -> list[int]:
         thread.join(timeout=60)
     assert errors == []
     return winners
+
+
+def test_a_folder_holding_keys_no_path_library_accepts_still_lists_whole(server: S3Server) -> None:
+    # Any publisher can upload such keys, as far as the server takes them (SeaweedFS refuses '..', folds
+    # '//' and lists a control character as U+FFFD); none of them may hide the folder's packages.
+    bucket = server.new_bucket()
+    odd = [
+        "ch/noarch/../up-1-0.conda",
+        "ch/noarch//x-1-0.conda",
+        "ch/noarch/./dot-1-0.conda",
+        "ch/noarch/c\x01.conda",
+    ]
+    for key in odd:
+        with contextlib.suppress(ClientError):
+            server.client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    server.client.put_object(Bucket=bucket, Key="ch/noarch/good-1-0.conda", Body=b"x")
+    listed = {
+        item["Key"] for item in server.client.list_objects_v2(Bucket=bucket, Prefix="ch/noarch/")["Contents"]
+    }
+
+    listing = server.store(bucket).list_folder("ch/noarch")
+
+    direct = {key for key in listed if "/" not in key[len("ch/noarch/") :]}
+    # Unless the listing asks for URL-encoded keys (botocore does, obstore does not), a character XML 1.0
+    # cannot carry may come back as U+FFFD: such a key is no valid package name anyway.
+    assert {_xml_safe(obj.key) for obj in listing.objects} == {_xml_safe(key) for key in direct}
+    assert "ch/noarch/good-1-0.conda" in direct
+    assert set(listing.folders) <= {"", ".", ".."}
+
+
+def _xml_safe(key: str) -> str:
+    return "".join("\ufffd" if ord(c) < 0x20 else c for c in key)

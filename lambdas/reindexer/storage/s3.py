@@ -1,10 +1,11 @@
 """Amazon S3 and S3-compatible stores behind the Store interface.
 
-Object reads and writes go through obstore (Rust's object_store): on a real server a GET costs ~0.4 ms of
-CPU there against ~3 ms in botocore, which made botocore the bottleneck of a cold index. boto3 stays for
-what obstore cannot do: credentials (the whole AWS chain, profiles and SSO included), listings (object_store
-refuses a whole listing when one key is not a path it can represent, e.g. `a/../b`, which any publisher can
-upload) and DELETE with If-Match.
+Requests go through obstore (Rust's object_store): on a real server a GET costs ~0.4 ms of CPU there against
+~3 ms in botocore, which made botocore the bottleneck of a cold index. botocore stays for what obstore
+cannot do, loaded only then: the AWS credential chain beyond static keys in the environment (profiles, SSO,
+web identity), and listings of a folder holding a key object_store cannot represent (`a/../b`, `a//b`,
+control characters: any publisher can upload one, and object_store refuses the whole listing).
+DELETE with If-Match, which object_store lacks, is sent on a URL obstore presigns.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import obstore
@@ -36,17 +37,22 @@ from ..store import (
 from ..store_conditions import ConditionalRequests, StoreConditions
 
 if TYPE_CHECKING:
-    import boto3
+    import botocore.session
     from mypy_boto3_s3 import S3Client
 
 DOWNLOAD_CHUNK = 1024 * 1024
 DEFAULT_REGION = "us-east-1"
 MAX_RETRIES = 4
 CONNECT_TIMEOUT = timedelta(seconds=10)
+# How long obstore keeps credentials from the botocore chain before asking again (refreshable ones).
+CREDENTIAL_TTL = timedelta(minutes=10)
 READ_TIMEOUT = timedelta(seconds=60)
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+LIST_PAGE = 1000  # keys and folders per ListObjectsV2 page
+PRESIGNED_LIFETIME = timedelta(minutes=5)
+STATIC_KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 _TRANSIENT = {
     "SlowDown",
     "Throttling",
@@ -76,6 +82,15 @@ class S3Endpoint:
         return cls(url=url, region=region, path_style=url is not None, max_connections=max_connections)
 
 
+@dataclass(frozen=True)
+class S3Credentials:
+    """Keys given explicitly, instead of the AWS credential chain."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
 class S3Store:
     """A bucket as a Store; counts every request it sends by S3 operation (retries not included) and shows
     each to `on_request(operation, key)` when set."""
@@ -85,17 +100,16 @@ class S3Store:
         bucket: str,
         endpoint: S3Endpoint | None = None,
         *,
-        session: boto3.session.Session | None = None,
+        credentials: S3Credentials | None = None,
         single_writer: bool = False,
         conditions: StoreConditions | None = None,
     ) -> None:
-        import boto3
-
         self.bucket = bucket
         self.endpoint = endpoint or S3Endpoint()
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._session = session or boto3.session.Session()
+        self.credentials = credentials
+        self._session: botocore.session.Session | None = None
         self._client: S3Client | None = None
         self._objects: ObjectStore | None = None
         self.on_request: Callable[[str, str], None] | None = None
@@ -108,6 +122,24 @@ class S3Store:
 
     def list_folder(self, prefix: str) -> FolderListing:
         folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        with self._errors(folder):
+            try:
+                found = obstore.list_with_delimiter(self.objects, folder.rstrip("/") or None)
+            except obstore_errors.InvalidPathError:
+                return self._list_with_botocore(folder)
+        listing = FolderListing(
+            objects=[
+                StoredObject(o["path"], _unquote(o["e_tag"] or ""), o["size"]) for o in found["objects"]
+            ],
+            folders=[path[len(folder) :].rstrip("/") for path in found["common_prefixes"]],
+        )
+        # object_store pages through the listing itself; S3 returns 1,000 keys and folders per page.
+        pages = max(1, -(-(len(listing.objects) + len(listing.folders)) // LIST_PAGE))
+        for _ in range(pages):
+            self._count("ListObjectsV2", folder)
+        return listing
+
+    def _list_with_botocore(self, folder: str) -> FolderListing:
         listing = FolderListing()
         with self._errors(folder):
             paginator = self.client.get_paginator("list_objects_v2")
@@ -182,15 +214,36 @@ class S3Store:
             with self._errors(key):
                 obstore.delete(self.objects, key)
             return
-        with self._errors(key):
-            # obstore has no conditional delete; this is botocore's only request on the data path.
-            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=if_match)
+        import urllib.error  # http.client, email, ssl: loaded only for the one request that needs them
+        import urllib.request
+
+        url = obstore.sign(self.objects, "DELETE", key, PRESIGNED_LIFETIME)
+        request = urllib.request.Request(url, method="DELETE", headers={"If-Match": if_match})
+        try:
+            with urllib.request.urlopen(request, timeout=READ_TIMEOUT.total_seconds()):
+                return
+        except urllib.error.HTTPError as error:
+            status = error.code
+            detail = _first_line(error.read(2048).decode("utf-8", "replace")) if error.fp else ""
+        except OSError as error:
+            raise TransientStoreError(f"{self.describe(key)}: DELETE failed: {error}") from None
+        if status == 404:
+            return
+        if status in (409, 412):
+            raise PreconditionFailedError(
+                f"{self.describe(key)} changed while it was being deleted ({status})"
+            )
+        if status == 403:
+            raise FatalStoreError(f"access denied to {self.describe(key)} (403)")
+        if status >= 500 or status == 429:
+            raise TransientStoreError(f"{self.describe(key)}: DELETE failed with {status}")
+        raise StoreError(f"{self.describe(key)}: DELETE failed with {status} {detail}".strip())
 
     # --- clients -----------------------------------------------------------------------------------------
 
     @property
     def client(self) -> S3Client:
-        """The boto3 client (listings, conditional deletes), created on first use."""
+        """botocore's client (listings obstore refuses), created on first use."""
         with self._lock:
             if self._client is None:
                 self._client = self._create_client()
@@ -216,28 +269,73 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        client = self._session.client(
-            "s3", endpoint_url=self.endpoint.url, region_name=self._region(), config=config
+        session = self._botocore_session()
+        # Listings are this client's work: dateutil parsing each key's LastModified would cost ~1 ms a key.
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+        client = cast(
+            "S3Client",
+            session.create_client(
+                "s3", endpoint_url=self.endpoint.url, region_name=self._region(), config=config
+            ),
         )
         client.meta.events.register("before-parameter-build.s3", self._count_boto_request)
         return client
 
-    def _create_object_store(self) -> ObjectStore:
-        from obstore.auth.boto3 import Boto3CredentialProvider
+    def _botocore_session(self) -> botocore.session.Session:
+        import botocore.session
 
-        if self._session.get_credentials() is None:
+        if self._session is None:
+            self._session = botocore.session.Session()
+            if self.credentials is not None:
+                self._session.set_credentials(
+                    self.credentials.access_key_id,
+                    self.credentials.secret_access_key,
+                    self.credentials.session_token,
+                )
+        return self._session
+
+    def _credential_provider(self) -> Callable[[], dict[str, Any]] | None:
+        """None when obstore reads static keys from the environment itself (Lambda, CI): no botocore."""
+        if self.credentials is not None:
+            given = self.credentials
+            return lambda: {
+                "access_key_id": given.access_key_id,
+                "secret_access_key": given.secret_access_key,
+                "token": given.session_token,
+                "expires_at": None,
+            }
+        if all(os.environ.get(name) for name in STATIC_KEY_VARIABLES):
+            return None
+        chain = self._botocore_session().get_credentials()
+        if chain is None:
             raise FatalStoreError(
                 "no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             )
+
+        def current() -> dict[str, Any]:
+            frozen = chain.get_frozen_credentials()
+            refreshes = getattr(chain, "refresh_needed", None) is not None
+            return {
+                "access_key_id": frozen.access_key,
+                "secret_access_key": frozen.secret_key,
+                "token": frozen.token,
+                "expires_at": datetime.now(UTC) + CREDENTIAL_TTL if refreshes else None,
+            }
+
+        return current
+
+    def _create_object_store(self) -> ObjectStore:
         options: dict[str, Any] = {
             "region": self._region(),
             "virtual_hosted_style_request": not self.endpoint.path_style,
         }
         if self.endpoint.url:
             options["endpoint"] = self.endpoint.url.rstrip("/")
+        provider = self._credential_provider()
+        if provider is not None:
+            options["credential_provider"] = provider
         return ObjectStore(
             self.bucket,
-            credential_provider=Boto3CredentialProvider(self._session),
             client_options={
                 "allow_http": True,
                 "connect_timeout": CONNECT_TIMEOUT,
@@ -263,13 +361,15 @@ class S3Store:
             found = self._bucket_region()
             if found:
                 return found
-        return self._session.region_name or DEFAULT_REGION
+        return os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
     def _bucket_region(self) -> str | None:
         """The bucket's own region, which AWS names in every answer to HeadBucket (even a refusal)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        client = self._session.client("s3", region_name=self._session.region_name or DEFAULT_REGION)
+        session = self._botocore_session()
+        region = session.get_config_variable("region") or DEFAULT_REGION
+        client = cast("S3Client", session.create_client("s3", region_name=region))
         try:
             response = client.head_bucket(Bucket=self.bucket)
             headers = response["ResponseMetadata"]["HTTPHeaders"]
