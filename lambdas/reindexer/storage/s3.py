@@ -402,7 +402,10 @@ class S3Store:
             mode = {"e_tag": if_match}
         try:
             with self._errors(key):
-                result = obstore.put(self.objects, key, data, mode=mode, attributes=attributes)
+                # One PUT (S3 takes up to 5 GB): a multipart upload gives no MD5 ETag and takes no condition.
+                result = obstore.put(
+                    self.objects, key, data, mode=mode, attributes=attributes, use_multipart=False
+                )
         except NotFoundError:
             if if_match is None:
                 raise
