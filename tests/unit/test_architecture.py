@@ -1,4 +1,4 @@
-"""The domain core stays free of AWS SDKs: only reindexer.storage.s3 and the CLI may use them."""
+"""The domain core stays free of AWS SDKs and S3 clients: only reindexer.storage.s3 and the CLI use them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CORE_MODULES = [
     "reindexer.store",
 ]
 ALLOWED_AWS_USERS = {"reindexer.storage.s3", "reindexer.cli"}
-AWS_SDKS = {"boto3", "botocore"}
+AWS_SDKS = {"boto3", "botocore", "obstore"}
 
 
 def module_path(module: str) -> Path:
@@ -93,14 +93,18 @@ def test_import_walk_follows_relative_imports():
 
 
 def test_import_check_detects_the_s3_adapter():
-    # The checker must be able to fail: the S3 adapter does import boto3 and botocore.
-    assert aws_imports(imports_of("reindexer.storage.s3")) >= {"boto3", "botocore.config"}
+    # The checker must be able to fail: the S3 adapter does import obstore and botocore.
+    assert aws_imports(imports_of("reindexer.storage.s3")) >= {
+        "obstore",
+        "botocore.session",
+        "botocore.config",
+    }
 
 
 def test_importing_the_indexer_and_local_store_loads_no_aws_sdk():
     code = (
         "import sys, reindexer.indexer, reindexer.storage.local;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'obstore')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 

@@ -53,9 +53,10 @@ class Untraced:
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 tracer = (
-    # botocore only: S3 calls are the handlers' only network traffic; patching every library X-Ray knows
-    # would import requests, sqlite3, asyncio… and give each S3 request a second (httplib) subsegment.
-    Tracer(service=SERVICE, patch_modules=("botocore",)) if not Tracer._is_tracer_disabled() else Untraced()
+    # Nothing to patch: S3 requests go through obstore (Rust), which X-Ray cannot see into, and patching
+    # botocore or every library X-Ray knows would only cost import time. The handler and the methods
+    # decorated with capture_method are the trace's subsegments.
+    Tracer(service=SERVICE, auto_patch=False) if not Tracer._is_tracer_disabled() else Untraced()
 )
 # The core logs through the standard library; give its loggers Powertools' structured output.
 copy_config_to_registered_loggers(
