@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from reindexer.embedded_s3 import LOOPBACK, free_port
+from reindexer.embedded_s3 import LOOPBACK, free_port, stop_process_group
 
 ACCESS_KEY = "reindexer"
 SECRET_KEY = "reindexer-secret"
@@ -88,15 +88,7 @@ class CephRGW:
 
     def stop(self) -> None:
         for name in reversed(list(self._daemons)):
-            process = self._daemons.pop(name)
-            if process.poll() is not None:
-                continue
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(self._daemons.pop(name))
         folder, self._folder = self._folder, None
         if folder is not None:
             folder.cleanup()

@@ -5,9 +5,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from reindexer.embedded_s3 import LOOPBACK, free_port
+from reindexer.embedded_s3 import LOOPBACK, free_port, stop_process_group
 
 ACCESS_KEY = "reindexer"
 SECRET_KEY = "reindexer-secret"
@@ -99,13 +97,8 @@ class SeaweedFS:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_process_group(process)
         folder, self._folder = self._folder, None
         if folder is not None:
             folder.cleanup()

@@ -26,6 +26,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """End a server started with start_new_session=True, and whatever it started: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class EmbeddedS3:
     """A moto server on 127.0.0.1; start() waits until it answers, stop() ends it by its process id."""
 
@@ -57,14 +69,8 @@ class EmbeddedS3:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_process_group(process, timeout=10)
 
     def __enter__(self) -> EmbeddedS3:
         return self.start()
