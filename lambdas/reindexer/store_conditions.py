@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -266,3 +267,51 @@ class ConditionalRequests:
                 "cannot cache the probe's answer in %s: %s", self._target.describe(CONDITIONS_KEY), error
             )
         return found
+
+
+class ProbedStore(ABC):
+    """A store whose conditional requests go out as its bucket honours them: implementations send
+    requests as given (`_put`, `delete_as_given`); writes and deletes through the Store interface are
+    adapted by `conditional` on the way."""
+
+    conditional: ConditionalRequests
+
+    def describe(self, key: str) -> str:
+        raise NotImplementedError
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        cache_control: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        header, create_only = self.conditional.put_conditions(key, if_match, if_none_match)
+        return self._put(key, data, content_type, cache_control, header, create_only)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self.delete_as_given(key, if_match=self.conditional.delete_condition(key, if_match))
+
+    def put_as_given(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        return self._put(key, data, "application/json", "no-store", if_match, if_none_match)
+
+    @abstractmethod
+    def delete_as_given(self, key: str, *, if_match: str | None = None) -> None:
+        """DELETE with this If-Match header value, verbatim; PreconditionFailedError if refused."""
+
+    @abstractmethod
+    def _put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str | None,
+        if_match: str | None,
+        if_none_match: bool,
+    ) -> str:
+        """PUT with this If-Match header value (verbatim) or If-None-Match: *; the new ETag, unquoted."""

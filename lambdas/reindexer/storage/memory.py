@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..store import FolderListing, NotFoundError, PreconditionFailedError, StoredObject, StoreError
-from ..store_conditions import ConditionalRequests, StoreConditions
+from ..store_conditions import ConditionalRequests, ProbedStore, StoreConditions
 
 LIST_PAGE = 1000
 T = TypeVar("T")
@@ -84,7 +84,7 @@ class Pause:
             raise AssertionError("no request reached the pause")
 
 
-class MemoryStore:
+class MemoryStore(ProbedStore):
     """A bucket as a dictionary. Request names (and counts) are S3's: GetObject, PutObject, ..."""
 
     def __init__(
@@ -183,19 +183,6 @@ class MemoryStore:
             sink(stored.data[start : start + 1024 * 1024])
         return found
 
-    def write(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> str:
-        header, create_only = self.conditional.put_conditions(key, if_match, if_none_match)
-        return self._put(key, data, content_type, cache_control, header, create_only)
-
     def head(self, key: str) -> StoredObject | None:
         def look() -> StoredObject | None:
             stored = self.objects.get(key)
@@ -203,15 +190,7 @@ class MemoryStore:
 
         return self._request("HeadObject", key, look)
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self.delete_as_given(key, if_match=self.conditional.delete_condition(key, if_match))
-
     # --- requests sent exactly as given (store_conditions.ProbeTarget) -----------------------------------
-
-    def put_as_given(
-        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> str:
-        return self._put(key, data, "application/json", "no-store", if_match, if_none_match)
 
     def delete_as_given(self, key: str, *, if_match: str | None = None) -> None:
         def remove() -> None:

@@ -34,7 +34,7 @@ from ..store import (
     TransientStoreError,
     UnreadableObjectError,
 )
-from ..store_conditions import ConditionalRequests, StoreConditions
+from ..store_conditions import ConditionalRequests, ProbedStore, StoreConditions
 
 if TYPE_CHECKING:
     import botocore.session
@@ -91,7 +91,7 @@ class S3Credentials:
     session_token: str | None = None
 
 
-class S3Store:
+class S3Store(ProbedStore):
     """A bucket as a Store; counts every request it sends by S3 operation (retries not included) and shows
     each to `on_request(operation, key)` when set."""
 
@@ -176,19 +176,6 @@ class S3Store:
                 size += len(data)
             return StoredObject(key, etag, size)
 
-    def write(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> str:
-        header, create_only = self.conditional.put_conditions(key, if_match, if_none_match)
-        return self._put(key, data, content_type, cache_control, header, create_only)
-
     def head(self, key: str) -> StoredObject | None:
         self._count("HeadObject", key)
         try:
@@ -198,15 +185,7 @@ class S3Store:
             return None
         return StoredObject(key, _unquote(meta["e_tag"] or ""), meta["size"])
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self.delete_as_given(key, if_match=self.conditional.delete_condition(key, if_match))
-
     # --- requests sent exactly as given (store_conditions.ProbeTarget) -----------------------------------
-
-    def put_as_given(
-        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> str:
-        return self._put(key, data, "application/json", "no-store", if_match, if_none_match)
 
     def delete_as_given(self, key: str, *, if_match: str | None = None) -> None:
         self._count("DeleteObject", key)
