@@ -77,14 +77,18 @@ def test_a_conditional_delete_never_removes_a_version_it_was_not_given(store: St
     assert store.head("ch/lease.json") is None
 
 
-def test_one_of_many_concurrent_creators_wins(store: Store) -> None:
+def test_one_of_many_concurrent_creators_wins(store: Store, request: pytest.FixtureRequest) -> None:
+    skip_on_moto(request)
     winners = _race(lambda n: store.write("ch/lease.json", b"%d" % n, content_type=TYPE, if_none_match=True))
     assert len(winners) == 1
     (winner,) = winners
     assert store.read("ch/lease.json")[0] == b"%d" % winner
 
 
-def test_one_of_many_concurrent_replacers_of_one_version_wins(store: Store) -> None:
+def test_one_of_many_concurrent_replacers_of_one_version_wins(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    skip_on_moto(request)
     base = store.write("ch/state", b"base", content_type=TYPE)
     winners = _race(lambda n: store.write("ch/state", b"%d" % n, content_type=TYPE, if_match=base))
     assert len(winners) == 1
@@ -149,6 +153,14 @@ def test_a_refusal_from_expect_stops_the_download_before_any_byte(store: Store) 
     with pytest.raises(TooLarge):
         store.download("ch/noarch/big-1-0.conda", received.extend, expect=refuse)
     assert received == bytearray()
+
+
+def skip_on_moto(request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("store") == "moto":
+        # Seen under load: two of six concurrent If-None-Match PUTs both succeeded. moto 5.2's PutObject
+        # looks the key up, then stores, with no lock between (moto/s3/responses.py); real servers
+        # (SeaweedFS, Ceph RGW) and the memory model decide atomically.
+        pytest.skip("moto's conditional writes are not atomic under concurrent requests")
 
 
 def _race(attempt: Callable[[int], object]) -> list[int]:
