@@ -35,7 +35,9 @@ IMPORT_CHECK = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import reindexer.handlers.package_events, reindexer.handlers.full_reindex
-import aws_xray_sdk, boto3, botocore, botocore.session, reindexer, zstandard
+import aws_xray_sdk, boto3, botocore, botocore.session, obstore, rattler, reindexer, zstandard
+from reindexer.record_schema import checked_run_exports  # rattler's parsers load on first use
+checked_run_exports({"weak": ["python >=3.10"]})
 put_object = botocore.session.get_session().get_service_model("s3").operation_model("PutObject")
 print(json.dumps({
     "reindexer": reindexer.__file__,
