@@ -62,7 +62,7 @@ from reindexer.record_schema import RECORD_SCHEMA
 from reindexer.records import encode_record, sort_record
 from reindexer.reports import SubdirReport
 from reindexer.state import IndexedPackage, SubdirState
-from reindexer.storage.s3 import S3Endpoint, S3Store
+from reindexer.storage.s3 import S3Credentials, S3Endpoint, S3Store
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -338,7 +338,12 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             setup["synthetic"] = publish_synthetic(
-                S3Store(REINDEXER_BUCKET, S3Endpoint(server.endpoint_url, REGION, path_style=True)),
+                S3Store(
+                    REINDEXER_BUCKET,
+                    S3Endpoint(server.endpoint_url, REGION, path_style=True),
+                    # This process has no AWS settings of its own; moto takes any keys.
+                    credentials=S3Credentials("testing", "testing"),
+                ),
                 names,
                 args.synthetic_records,
                 args.versions_per_name,

@@ -1,8 +1,13 @@
-"""Index benchmark: reindexer against rattler-index on one generated channel in an in-process moto S3.
+"""Index benchmark: reindexer against rattler-index on generated channels.
 
-Both tools run as child processes against the same counting S3 server (each on its own copy of the
-channel), cold and then again with nothing changed. The figures are printed and written to
+The timing comparison runs on a real S3-compatible server, SeaweedFS (devtools.seaweedfs), at each size of
+--sizes (default 1,000 and 10,000 packages): each tool indexes its own bucket holding an identical copy of
+the channel, cold and then again with nothing changed, as a child process whose wall time, CPU time and
+peak RSS are measured. The request counts come from a separate run on an in-process moto S3 that counts
+requests by kind (--count-packages; moto is slow, so its timings are not the comparison). The handler's
+import time is measured in fresh interpreters. The figures are printed and written to
 .bench/index-bench.json; a missed target prints FAIL but the exit code stays 0 (this is a report).
+The generated packages are kept under .bench/packages/ (bench.package_cache) for the next run.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from bench.children import last_json_line, positive_int, run_measured
+from bench.children import ChildRun, last_json_line, positive_int, run_child, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -31,12 +38,16 @@ from bench.counting_s3 import (
     HEAD_PACKAGE,
     LIST,
     OTHER,
+    PACKAGE_SUFFIXES,
     POST,
     PUT,
     CountingS3Server,
 )
+from bench.fast_upload import Uploader
+from bench.package_cache import cached_channel
 from devtools.channel_bucket import upload_channel
-from devtools.sample_channel import DEFAULT_SUBDIRS, build_packages, package_files, plan_channel
+from devtools.sample_channel import DEFAULT_SUBDIRS
+from devtools.seaweedfs import SeaweedFS, weed_binary
 from reindexer.indexer import DEFAULT_JOBS
 
 if TYPE_CHECKING:
@@ -49,6 +60,31 @@ RATTLER_BUCKET = "bench-rattler"
 CHANNEL = "channel"
 REGION = "us-east-1"
 UPLOAD_THREADS = 16
+DEFAULT_SIZES = (1_000, 10_000)
+COUNT_PACKAGES = 500
+# Rounds of the timing comparison: the median of three below this size; a larger channel's cold run is
+# long enough to even out short disturbances by itself (and one round of 10,000 takes minutes).
+SHORT_CHANNEL = 5_000
+SHORT_REPEATS = 3
+RUN_ORDER = (
+    ("reindexer", "cold"),
+    ("reindexer", "no-op"),
+    ("rattler-index", "cold"),
+    ("rattler-index", "no-op"),
+)
+# Targets: reindexer / rattler-index.
+COLD_WALL_TARGET = 1.0
+CPU_PER_PACKAGE_TARGET = 1.5
+NOOP_WALL_TARGET = 0.5
+IMPORT_TARGET_SECONDS = 0.25
+IMPORT_RUNS = 7
+HANDLER_MODULE = "reindexer.handlers.package_events"
+IMPORT_SCRIPT = """
+import importlib, json, sys, time
+started = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - started}))
+"""
 TABLE_KINDS = (LIST, GET_PACKAGE, GET_OTHER, HEAD_PACKAGE, HEAD_OTHER, PUT, DELETE, POST, OTHER, ERRORS)
 COMPARED_FIELDS = (
     "name",
@@ -67,7 +103,8 @@ import asyncio, sys
 from rattler.index import S3Credentials, index_s3
 
 endpoint, channel_url = sys.argv[1], sys.argv[2]
-credentials = S3Credentials(endpoint, "us-east-1", "testing", "testing", addressing_style="path")
+access_key, secret_key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("testing", "testing")
+credentials = S3Credentials(endpoint, "us-east-1", access_key, secret_key, addressing_style="path")
 asyncio.run(index_s3(channel_url, credentials=credentials))
 print("RATTLER-INDEX-DONE", flush=True)
 """
@@ -79,6 +116,8 @@ RATTLER_DONE = "RATTLER-INDEX-DONE"
 
 @dataclass
 class PhaseResult:
+    """One tool's run on the counting moto server, with the requests that arrived by kind."""
+
     tool: str
     phase: str
     seconds: float
@@ -100,15 +139,77 @@ class Check:
 
 @dataclass
 class Results:
+    """The request-count run on moto."""
+
     packages: int
     jobs: int
     channel_bytes: int
     build_seconds: float
     upload_seconds: float
+    server: str = "moto (in-process, counting requests)"
+    total_seconds: float = 0.0  # this whole run, setup included
     phases: list[PhaseResult] = field(default_factory=list)
-    cold_ratio: float | None = None
     checks: list[Check] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TimedRun:
+    """One tool's run on SeaweedFS: wall time, the child's own CPU time (user+system) and peak RSS."""
+
+    tool: str
+    phase: str
+    seconds: float
+    cpu_seconds: float
+    cpu_ms_per_package: float
+    peak_rss_mb: float
+    exit_code: int
+    finished: bool
+    stderr_tail: str = ""
+    tool_requests: dict[str, int] | None = None  # what reindexer's --json summary says it sent
+    # Every round's wall s, CPU s and peak RSS MB; the figures above are the medians (RSS: the highest).
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class SizeResults:
+    """The timing comparison at one channel size on SeaweedFS."""
+
+    packages: int
+    jobs: int
+    channel_bytes: int
+    build_seconds: float
+    built_now: int
+    upload_seconds: float
+    server: str
+    rounds: int
+    load_average: float  # this machine's 1-minute load average before the first round
+    total_seconds: float = 0.0  # this whole size, setup included
+    runs: list[TimedRun] = field(default_factory=list)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImportTime:
+    """`import reindexer.handlers.package_events` in fresh interpreters (after one uncounted warm-up)."""
+
+    module: str
+    runs: int
+    median_seconds: float | None
+    samples: list[float] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    total_seconds: float = 0.0
+
+
+@dataclass
+class IndexReport:
+    reindexer_source: str
+    sizes: list[SizeResults] = field(default_factory=list)
+    import_time: ImportTime | None = None
+    request_counts: Results | None = None
+    total_seconds: float = 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +226,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("index", "events", "worst"),
         help="run only the index, the event-path or the worst-input benchmark (default: all three)",
     )
-    parser.add_argument("--packages", type=positive_int, default=2000, help="channel size (default 2000)")
+    parser.add_argument(
+        "--sizes",
+        type=positive_int,
+        nargs="+",
+        default=list(DEFAULT_SIZES),
+        metavar="N",
+        help="channel sizes of the timing comparison on SeaweedFS "
+        f"(default {' '.join(str(size) for size in DEFAULT_SIZES)})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        help="rounds of the timing comparison at every size, medians reported (default "
+        f"{SHORT_REPEATS} below {SHORT_CHANNEL} packages, else 1)",
+    )
+    parser.add_argument(
+        "--count-packages",
+        "--packages",
+        dest="count_packages",
+        type=int,
+        default=COUNT_PACKAGES,
+        metavar="N",
+        help=f"channel size of the request-count run on moto (default {COUNT_PACKAGES}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--import-runs",
+        type=positive_int,
+        default=IMPORT_RUNS,
+        help=f"fresh interpreters timing the handler's import (default {IMPORT_RUNS})",
+    )
     parser.add_argument(
         "--jobs",
         type=positive_int,
@@ -135,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.add_arguments(parser)
     worst_inputs.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.count_packages < 0:
+        parser.error("--count-packages must be 0 or more")
     if args.only in (None, "index"):
         run_index(args)
     if args.only is None:
@@ -149,59 +281,150 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_index(args: argparse.Namespace) -> None:
-    """The index benchmark: reindexer and rattler-index, cold and no-op, on one generated channel."""
+    """The index benchmark: timings on SeaweedFS at every size, the handler's import, requests on moto."""
+    started = time.perf_counter()
+    report = IndexReport(reindexer_source=reindexer_source())
+    print(f"reindexer source: {report.reindexer_source}", flush=True)
+    report.import_time = measure_import(args.import_runs)
+    for size in sorted(set(args.sizes)):
+        repeats = args.repeats or (SHORT_REPEATS if size < SHORT_CHANNEL else 1)
+        report.sizes.append(run_seaweedfs(size, args.jobs, repeats))
+    if args.count_packages:
+        report.request_counts = run_counting(args.count_packages, args.jobs)
+    report.total_seconds = round(time.perf_counter() - started, 1)
+
+    print_report(report)
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
+
+
+def run_seaweedfs(size: int, jobs: int, repeats: int) -> SizeResults:
+    """Both tools, cold then no-op, each on its own copy of a `size`-package channel in SeaweedFS.
+
+    Every round after the first deletes both indexes first (everything but the packages), so each round's
+    first run is cold again; the tools take turns at going first.
+    """
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="index-bench-") as scratch:
         channel_dir = Path(scratch) / "channel"
-        print(f"building {args.packages} packages with rattler-build ...", flush=True)
-        started = time.perf_counter()
-        build_packages(plan_channel(args.packages, DEFAULT_SUBDIRS), channel_dir)
-        build_seconds = time.perf_counter() - started
-        files = package_files(channel_dir)
-        channel_bytes = sum(path.stat().st_size for path in files)
+        print(f"\n[SeaweedFS, {size} packages] preparing the channel ...", flush=True)
+        begun = time.perf_counter()
+        files, built_now = cached_channel(size, channel_dir)
+        build_seconds = time.perf_counter() - begun
+        with SeaweedFS() as server:
+            client = _client(server.endpoint_url, server.access_key, server.secret_key)
+            print(f"uploading to two buckets on SeaweedFS at {server.endpoint_url} ...", flush=True)
+            begun = time.perf_counter()
+            for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
+                client.create_bucket(Bucket=bucket)
+            uploader = Uploader(server.endpoint_url, server.access_key, server.secret_key, REGION)
+            keys = [(f"{CHANNEL}/{path.parent.name}/{path.name}", path) for path in files]
+            for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
+                uploader.put_files(bucket, keys, threads=UPLOAD_THREADS)
+            results = SizeResults(
+                packages=len(files),
+                jobs=jobs,
+                channel_bytes=sum(path.stat().st_size for path in files),
+                build_seconds=round(build_seconds, 3),
+                built_now=built_now,
+                upload_seconds=round(time.perf_counter() - begun, 3),
+                server=_seaweedfs_version(),
+                rounds=repeats,
+                load_average=round(os.getloadavg()[0], 2),
+            )
+            env = _child_env(server.access_key, server.secret_key)
+            commands = _commands(server.endpoint_url, jobs, server.access_key, server.secret_key)
+            children: dict[tuple[str, str], list[ChildRun]] = {key: [] for key in RUN_ORDER}
+            for round_number in range(repeats):
+                if round_number:
+                    for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
+                        _delete_index(client, bucket)
+                order = RUN_ORDER if round_number % 2 == 0 else RUN_ORDER[2:] + RUN_ORDER[:2]
+                for tool, phase in order:
+                    print(f"running {tool} ({phase}), round {round_number + 1} of {repeats} ...", flush=True)
+                    children[(tool, phase)].append(run_measured(commands[tool], env))
+            results.runs = [
+                _timed_run(tool, phase, children[(tool, phase)], len(files)) for tool, phase in RUN_ORDER
+            ]
+            results.comparison = compare_indexes(client, len(files))
+    evaluate_size(results)
+    results.total_seconds = round(time.perf_counter() - started, 1)
+    return results
 
+
+def _timed_run(tool: str, phase: str, children: list[ChildRun], packages: int) -> TimedRun:
+    """One tool's phase over every round: median wall and CPU time, the highest peak RSS."""
+    cpu_seconds = statistics.median(child.cpu_seconds for child in children)
+    failed = next((child for child in children if not _finished(tool, child)), None)
+    shown = failed or next((child for child in children if child.exit_code), children[-1])
+    report = last_json_line(children[-1].stdout) if tool == "reindexer" else None
+    return TimedRun(
+        tool=tool,
+        phase=phase,
+        seconds=round(statistics.median(child.seconds for child in children), 3),
+        cpu_seconds=round(cpu_seconds, 3),
+        cpu_ms_per_package=round(cpu_seconds * 1000 / packages, 3),
+        peak_rss_mb=round(max(child.peak_rss_mb for child in children), 1),
+        exit_code=shown.exit_code,
+        finished=failed is None,
+        stderr_tail=_tail(shown.stderr),
+        tool_requests=report.get("requests") if report else None,
+        rounds=[
+            {
+                "seconds": round(child.seconds, 3),
+                "cpu_seconds": round(child.cpu_seconds, 3),
+                "peak_rss_mb": round(child.peak_rss_mb, 1),
+            }
+            for child in children
+        ],
+    )
+
+
+def _delete_index(client: S3Client, bucket: str) -> None:
+    """Everything in the bucket but the packages: the index files and each tool's own state."""
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for item in page.get("Contents", [])
+        if not item["Key"].endswith(PACKAGE_SUFFIXES)
+    ]
+    for start in range(0, len(keys), 1000):
+        client.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True},
+        )
+
+
+def run_counting(size: int, jobs: int) -> Results:
+    """Both tools, cold then no-op, on the counting moto server: the requests they send, by kind."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="index-bench-") as scratch:
+        channel_dir = Path(scratch) / "channel"
+        print(f"\n[moto request counts, {size} packages] preparing the channel ...", flush=True)
+        begun = time.perf_counter()
+        files, _ = cached_channel(size, channel_dir)
+        build_seconds = time.perf_counter() - begun
         with CountingS3Server() as server:
             client = _client(server.endpoint_url)
-            print(f"uploading to two buckets on {server.endpoint_url} ...", flush=True)
-            started = time.perf_counter()
+            print(f"uploading to two buckets on moto at {server.endpoint_url} ...", flush=True)
+            begun = time.perf_counter()
             for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
                 client.create_bucket(Bucket=bucket)
                 upload_channel(client, bucket, CHANNEL, channel_dir, threads=UPLOAD_THREADS)
-            upload_seconds = time.perf_counter() - started
             results = Results(
                 packages=len(files),
-                jobs=args.jobs,
-                channel_bytes=channel_bytes,
+                jobs=jobs,
+                channel_bytes=sum(path.stat().st_size for path in files),
                 build_seconds=round(build_seconds, 3),
-                upload_seconds=round(upload_seconds, 3),
+                upload_seconds=round(time.perf_counter() - begun, 3),
             )
             env = _child_env()
-            reindexer = [
-                *_reindexer_command(),
-                "index",
-                f"s3://{REINDEXER_BUCKET}/{CHANNEL}",
-                "--endpoint-url",
-                server.endpoint_url,
-                "--force-path-style",
-                "--json",
-                "--jobs",
-                str(args.jobs),
-            ]
-            rattler = [
-                sys.executable,
-                "-c",
-                RATTLER_SCRIPT,
-                server.endpoint_url,
-                f"s3://{RATTLER_BUCKET}/{CHANNEL}",
-            ]
-            for tool, phase, command in (
-                ("reindexer", "cold", reindexer),
-                ("reindexer", "no-op", reindexer),
-                ("rattler-index", "cold", rattler),
-                ("rattler-index", "no-op", rattler),
-            ):
+            commands = _commands(server.endpoint_url, jobs)
+            for tool, phase in RUN_ORDER:
                 print(f"running {tool} ({phase}) ...", flush=True)
                 server.counter.reset()
-                child = run_measured(command, env)
+                child = run_measured(commands[tool], env)
                 result = PhaseResult(
                     tool=tool,
                     phase=phase,
@@ -210,21 +433,51 @@ def run_index(args: argparse.Namespace) -> None:
                     requests=server.counter.snapshot(),
                     peak_rss_mb=round(child.peak_rss_mb, 1),
                     exit_code=child.exit_code,
-                    finished=child.exit_code == 0
-                    or (tool == "rattler-index" and RATTLER_DONE in child.stdout),
-                    stderr_tail="\n".join(child.stderr.strip().splitlines()[-5:]),
+                    finished=_finished(tool, child),
+                    stderr_tail=_tail(child.stderr),
                 )
                 if tool == "reindexer":
                     result.tool_report = last_json_line(child.stdout)
                 results.phases.append(result)
             server.counter.reset()
             results.comparison = compare_indexes(client, len(files))
-
     evaluate(results)
-    print_results(results)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(asdict(results), indent=2) + "\n")
-    print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    results.total_seconds = round(time.perf_counter() - started, 1)
+    return results
+
+
+def measure_import(runs: int) -> ImportTime:
+    """The median time of importing the package-event handler, each time in a fresh interpreter."""
+    started = time.perf_counter()
+    print(f"\ntiming `import {HANDLER_MODULE}` in {runs} fresh interpreters ...", flush=True)
+    env = _child_env()
+    command = [sys.executable, "-c", IMPORT_SCRIPT, HANDLER_MODULE]
+    samples: list[float] = []
+    failure = ""
+    for attempt in range(runs + 1):
+        child = run_child(command, env)
+        figures = last_json_line(child.stdout)
+        if child.exit_code != 0 or figures is None:
+            failure = f"exit code {child.exit_code}: {_tail(child.stderr, 1)}"
+            break
+        if attempt:  # the first one may compile bytecode
+            samples.append(round(float(figures["seconds"]), 4))
+    median = round(statistics.median(samples), 4) if samples and not failure else None
+    result = ImportTime(
+        module=HANDLER_MODULE,
+        runs=len(samples),
+        median_seconds=median,
+        samples=samples,
+        total_seconds=round(time.perf_counter() - started, 1),
+    )
+    result.checks.append(
+        Check(
+            f"handler import <= {IMPORT_TARGET_SECONDS} s (median of fresh interpreters)",
+            median is not None and median <= IMPORT_TARGET_SECONDS,
+            failure or f"median {median} s of {samples}",
+        )
+    )
+    return result
 
 
 def compare_indexes(client: S3Client, expected: int) -> dict[str, Any]:
@@ -262,26 +515,55 @@ def compare_indexes(client: S3Client, expected: int) -> dict[str, Any]:
     }
 
 
+def evaluate_size(results: SizeResults) -> None:
+    """The targets of the timing comparison at one size."""
+    runs = {(run.tool, run.phase): run for run in results.runs}
+    cold, noop = runs[("reindexer", "cold")], runs[("reindexer", "no-op")]
+    rattler_cold, rattler_noop = runs[("rattler-index", "cold")], runs[("rattler-index", "no-op")]
+    ours_rss = max(cold.peak_rss_mb, noop.peak_rss_mb)
+    theirs_rss = max(rattler_cold.peak_rss_mb, rattler_noop.peak_rss_mb)
+    ratios = results.ratios = {
+        "cold_wall": _ratio(cold.seconds, rattler_cold.seconds),
+        "cold_cpu_per_package": _ratio(cold.cpu_ms_per_package, rattler_cold.cpu_ms_per_package),
+        "noop_wall": _ratio(noop.seconds, rattler_noop.seconds),
+        "peak_rss": _ratio(ours_rss, theirs_rss),
+    }
+    results.checks = _completion_checks(results.runs)
+    results.checks += [
+        _ratio_check(
+            "reindexer cold wall time <= rattler-index's (aim 0.8x)",
+            ratios["cold_wall"],
+            COLD_WALL_TARGET,
+            f"{cold.seconds:.2f} s vs {rattler_cold.seconds:.2f} s",
+        ),
+        _ratio_check(
+            f"reindexer cold CPU per package <= {CPU_PER_PACKAGE_TARGET}x rattler-index's",
+            ratios["cold_cpu_per_package"],
+            CPU_PER_PACKAGE_TARGET,
+            f"{cold.cpu_ms_per_package:.2f} ms vs {rattler_cold.cpu_ms_per_package:.2f} ms",
+        ),
+        _ratio_check(
+            f"reindexer no-op wall time <= {NOOP_WALL_TARGET}x rattler-index's",
+            ratios["noop_wall"],
+            NOOP_WALL_TARGET,
+            f"{noop.seconds:.2f} s vs {rattler_noop.seconds:.2f} s",
+        ),
+        _ratio_check(
+            "reindexer peak RSS <= rattler-index's (the higher of cold and no-op, each)",
+            ratios["peak_rss"],
+            1.0,
+            f"{ours_rss:.0f} MB vs {theirs_rss:.0f} MB",
+        ),
+        _comparison_check(results.comparison, results.packages),
+    ]
+
+
 def evaluate(results: Results) -> None:
+    """The targets of the request-count run (requests by kind; timings belong to the SeaweedFS runs)."""
     phases = {(p.tool, p.phase): p for p in results.phases}
     cold, noop = phases[("reindexer", "cold")], phases[("reindexer", "no-op")]
-    rattler_cold = phases[("rattler-index", "cold")]
     count = results.packages
-    if rattler_cold.seconds > 0:
-        results.cold_ratio = round(cold.seconds / rattler_cold.seconds, 3)
-    for phase in results.phases:
-        results.checks.append(
-            Check(
-                f"{phase.tool} {phase.phase} completes",
-                phase.finished,
-                f"exit code {phase.exit_code}"
-                + (
-                    "; crashed at interpreter exit after finishing"
-                    if phase.finished and phase.exit_code
-                    else ""
-                ),
-            )
-        )
+    results.checks = _completion_checks(results.phases)
     results.checks += [
         Check(
             "reindexer cold: one GET per package",
@@ -303,11 +585,6 @@ def evaluate(results: Results) -> None:
             noop.requests[PUT] == noop.requests[DELETE] == noop.requests[POST] == 0,
             f"PUT {noop.requests[PUT]}, DELETE {noop.requests[DELETE]}, POST {noop.requests[POST]}",
         ),
-        Check(
-            "reindexer cold wall time <= rattler-index cold",
-            results.cold_ratio is not None and results.cold_ratio <= 1.0,
-            f"ratio {results.cold_ratio}",
-        ),
     ]
     for phase in (cold, noop):
         # The tool counts what it sent (retries included); the server counts what arrived.
@@ -320,25 +597,137 @@ def evaluate(results: Results) -> None:
                 f"reindexer {sent}, server {arrived}",
             )
         )
-    records = results.comparison.get("records", {})
-    results.checks.append(
+    results.checks.append(_comparison_check(results.comparison, count))
+
+
+def _completion_checks(runs: Sequence[PhaseResult | TimedRun]) -> list[Check]:
+    return [
         Check(
-            "both indexes list every package, with the same fields",
-            records.get("reindexer") == count
-            and records.get("rattler-index") == count
-            and results.comparison.get("differing_count") == 0
-            and results.comparison.get("in_one_index_only_count") == 0,
-            f"records {records}, differing {results.comparison.get('differing_count')}",
-        ),
+            f"{run.tool} {run.phase} completes",
+            run.finished,
+            f"exit code {run.exit_code}"
+            + ("; crashed at interpreter exit after finishing" if run.finished and run.exit_code else ""),
+        )
+        for run in runs
+    ]
+
+
+def _comparison_check(comparison: dict[str, Any], count: int) -> Check:
+    records = comparison.get("records", {})
+    return Check(
+        "both indexes list every package, with the same fields",
+        records.get("reindexer") == count
+        and records.get("rattler-index") == count
+        and comparison.get("differing_count") == 0
+        and comparison.get("in_one_index_only_count") == 0,
+        f"records {records}, differing {comparison.get('differing_count')}",
     )
 
 
-def print_results(results: Results) -> None:
+def _ratio(ours: float, theirs: float) -> float | None:
+    return round(ours / theirs, 3) if theirs > 0 and ours > 0 else None
+
+
+def _ratio_check(name: str, ratio: float | None, limit: float, detail: str) -> Check:
+    shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+    return Check(name, ratio is not None and ratio <= limit, f"{shown}, limit {limit}x: {detail}")
+
+
+def print_report(report: IndexReport) -> None:
+    checks: list[Check] = []
     print()
+    print(f"reindexer source: {report.reindexer_source}")
+    for size in report.sizes:
+        print_size(size)
+        checks += size.checks
+    if report.import_time is not None:
+        imported = report.import_time
+        median = "n/a" if imported.median_seconds is None else f"{imported.median_seconds:.3f} s"
+        print(f"\n=== handler import time: `import {imported.module}`, fresh interpreters ===")
+        print(f"median {median} over {imported.runs} runs: {imported.samples}")
+        _print_checks(imported.checks)
+        checks += imported.checks
+    if report.request_counts is not None:
+        print_request_counts(report.request_counts)
+        checks += report.request_counts.checks
+    if report.sizes:
+        print(f"\n=== summary: reindexer / rattler-index on SeaweedFS ({report.sizes[0].server}) ===")
+        headers = ["packages", "cold wall", "cold CPU/pkg", "no-op wall", "peak RSS"]
+        rows = [
+            [
+                str(size.packages),
+                *(
+                    _shown(size.ratios.get(name))
+                    for name in ("cold_wall", "cold_cpu_per_package", "noop_wall", "peak_rss")
+                ),
+            ]
+            for size in report.sizes
+        ]
+        rows.append(
+            [
+                "target",
+                f"<= {COLD_WALL_TARGET}x (aim 0.8x)",
+                f"<= {CPU_PER_PACKAGE_TARGET}x",
+                f"<= {NOOP_WALL_TARGET}x",
+                "<= 1.0x",
+            ]
+        )
+        _print_table(headers, rows, left=1)
+    failed = sum(not check.passed for check in checks)
+    parts = [f"SeaweedFS {size.packages}: {size.total_seconds:.0f} s" for size in report.sizes]
+    if report.import_time is not None:
+        parts.append(f"import: {report.import_time.total_seconds:.0f} s")
+    if report.request_counts is not None:
+        parts.append(f"moto {report.request_counts.packages}: {report.request_counts.total_seconds:.0f} s")
+    print(f"\nindex benchmark took {report.total_seconds:.0f} s ({', '.join(parts)})")
+    print(f"{'ALL TARGETS PASS' if not failed else f'{failed} TARGET(S) FAIL'}")
+
+
+def print_size(results: SizeResults) -> None:
     print(
-        f"channel: {results.packages} packages ({results.channel_bytes / 1e6:.1f} MB) in "
-        f"{', '.join(DEFAULT_SUBDIRS)}; built in {results.build_seconds:.1f} s, "
-        f"uploaded twice in {results.upload_seconds:.1f} s; reindexer --jobs {results.jobs}"
+        f"\n=== timings on SeaweedFS ({results.server}), {results.packages} packages "
+        f"({results.channel_bytes / 1e6:.1f} MB) in {', '.join(DEFAULT_SUBDIRS)} ==="
+    )
+    built = f"{results.built_now} built now" if results.built_now else "all from .bench/packages"
+    print(
+        f"channel ready in {results.build_seconds:.1f} s ({built}), uploaded twice in "
+        f"{results.upload_seconds:.1f} s; reindexer --jobs {results.jobs}, rattler-index its own default"
+    )
+    rounds = "1 round" if results.rounds == 1 else f"median of {results.rounds} rounds (peak RSS: highest)"
+    print(f"{rounds}; load average before: {results.load_average:.2f} on {os.cpu_count()} cores")
+    headers = ["tool", "phase", "wall s", "CPU s", "CPU ms/pkg", "peak RSS MB"]
+    rows = [
+        [
+            run.tool,
+            run.phase,
+            f"{run.seconds:.2f}",
+            f"{run.cpu_seconds:.2f}",
+            f"{run.cpu_ms_per_package:.2f}",
+            f"{run.peak_rss_mb:.0f}",
+        ]
+        for run in results.runs
+    ]
+    _print_table(headers, rows)
+    print("(CPU s: the tool's own user+system time, child process only; not the server's)")
+    _print_failures(results.runs)
+    ratios = results.ratios
+    print(
+        f"reindexer / rattler-index: cold wall {_shown(ratios.get('cold_wall'))}, "
+        f"cold CPU per package {_shown(ratios.get('cold_cpu_per_package'))}, "
+        f"no-op wall {_shown(ratios.get('noop_wall'))}, peak RSS {_shown(ratios.get('peak_rss'))}"
+    )
+    _print_comparison(results.comparison)
+    _print_checks(results.checks)
+
+
+def print_request_counts(results: Results) -> None:
+    print(
+        f"\n=== request counts on moto (in-process, counting by kind), {results.packages} packages "
+        f"({results.channel_bytes / 1e6:.1f} MB) in {', '.join(DEFAULT_SUBDIRS)} ==="
+    )
+    print(
+        "(moto is slow and serves from this process: its wall and CPU figures are no comparison; "
+        "the timings are the SeaweedFS runs above)"
     )
     headers = ["tool", "phase", "wall s", "CPU s", *TABLE_KINDS, "RSS MB"]
     rows = [
@@ -352,36 +741,42 @@ def print_results(results: Results) -> None:
         ]
         for phase in results.phases
     ]
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("-" * width for width in widths)
-    print()
-    print(
-        "  ".join(
-            h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        )
-    )
-    print(line)
-    for row in rows:
-        print(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    print(line)
+    _print_table(headers, rows)
     print(
         f"(CPU s: the tool's own user+system time; {ERRORS}: responses with a 4xx/5xx status, "
         "also counted in their kind)"
     )
-    for phase in results.phases:
-        if phase.exit_code != 0 and phase.stderr_tail:
-            print(
-                f"\n{phase.tool} {phase.phase} exited {phase.exit_code}; stderr ends with:\n"
-                f"{phase.stderr_tail}"
-            )
+    _print_failures(results.phases)
+    _print_comparison(results.comparison)
+    _print_checks(results.checks)
+
+
+def _print_table(headers: list[str], rows: list[list[str]], left: int = 2) -> None:
+    """Columns before `left` aligned left, the rest right."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join("-" * width for width in widths)
+
+    def render(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+
     print()
-    ratio = "n/a" if results.cold_ratio is None else f"{results.cold_ratio:.2f}"
-    print(f"cold wall time, reindexer / rattler-index: {ratio}")
-    comparison = results.comparison
+    print(render(headers))
+    print(line)
+    for row in rows:
+        print(render(row))
+    print(line)
+
+
+def _print_failures(runs: Sequence[PhaseResult | TimedRun]) -> None:
+    for run in runs:
+        if not run.finished and run.stderr_tail:
+            print(f"\n{run.tool} {run.phase} exited {run.exit_code}; stderr ends with:\n{run.stderr_tail}")
+
+
+def _print_comparison(comparison: dict[str, Any]) -> None:
     print(
         f"published records: {comparison['records']} (expected {comparison['expected']} each); "
         f"{comparison['differing_count']} differ in {'/'.join(COMPARED_FIELDS)}, "
@@ -389,27 +784,69 @@ def print_results(results: Results) -> None:
     )
     for text in comparison["differing"][:5] + comparison["in_one_index_only"][:5]:
         print(f"  {text}")
-    print()
+
+
+def _print_checks(checks: list[Check]) -> None:
     print("targets:")
-    for check in results.checks:
+    for check in checks:
         print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
-    failed = sum(not check.passed for check in results.checks)
-    print(f"\n{'ALL TARGETS PASS' if not failed else f'{failed} TARGET(S) FAIL'}")
 
 
-def _client(endpoint_url: str) -> S3Client:
+def _shown(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def _finished(tool: str, child: ChildRun) -> bool:
+    return child.exit_code == 0 or (tool == "rattler-index" and RATTLER_DONE in child.stdout)
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _commands(
+    endpoint_url: str, jobs: int, access_key: str = "testing", secret_key: str = "testing"
+) -> dict[str, list[str]]:
+    """Each tool's command line: reindexer's CLI, and py-rattler's index_s3 in a fresh interpreter."""
+    return {
+        "reindexer": [
+            *_reindexer_command(),
+            "index",
+            f"s3://{REINDEXER_BUCKET}/{CHANNEL}",
+            "--endpoint-url",
+            endpoint_url,
+            "--force-path-style",
+            "--region",
+            REGION,
+            "--json",
+            "--jobs",
+            str(jobs),
+        ],
+        "rattler-index": [
+            sys.executable,
+            "-c",
+            RATTLER_SCRIPT,
+            endpoint_url,
+            f"s3://{RATTLER_BUCKET}/{CHANNEL}",
+            access_key,
+            secret_key,
+        ],
+    }
+
+
+def _client(endpoint_url: str, access_key: str = "testing", secret_key: str = "testing") -> S3Client:
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=UPLOAD_THREADS * 2),
     )
 
 
-def _child_env() -> dict[str, str]:
-    """This environment without any AWS settings of its own, plus fake credentials and loopback only."""
+def _child_env(access_key: str = "testing", secret_key: str = "testing") -> dict[str, str]:
+    """This environment without any AWS settings of its own, plus the given credentials and loopback only."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -417,8 +854,8 @@ def _child_env() -> dict[str, str]:
     }
     env.update(
         {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": os.devnull,
@@ -433,6 +870,48 @@ def _child_env() -> dict[str, str]:
 def _reindexer_command() -> list[str]:
     script = Path(sys.executable).parent / "reindexer"
     return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer.cli"]
+
+
+def _seaweedfs_version() -> str:
+    binary = weed_binary()
+    if binary is None:
+        return "SeaweedFS"
+    try:
+        output = subprocess.run(
+            [binary, "version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "SeaweedFS"
+    words = output.split()
+    # "version 8000GB 4.48 pypi linux amd64": the release is the first word with a dot.
+    release = next((word for word in words[1:] if "." in word), None)
+    return f"SeaweedFS {release}" if release else "SeaweedFS"
+
+
+def reindexer_source() -> str:
+    """The commit reindexer's code comes from, and whether lambdas/ has uncommitted changes on top."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lambdas/reindexer"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    if not changed:
+        return f"commit {commit}"
+    return f"commit {commit} + uncommitted changes in {len(changed)} file(s) under lambdas/reindexer"
 
 
 if __name__ == "__main__":

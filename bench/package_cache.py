@@ -1,0 +1,77 @@
+"""Generated benchmark packages kept under .bench/packages/ between runs, built only when missing.
+
+devtools.sample_channel plans a channel deterministically, and a larger plan starts with the packages of
+every smaller one (each package depends only on those planned before it), so one pool serves every size.
+The pool's folder is named after the generator's source and rattler-build's version: when either changes,
+the packages are built again and the old pool is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+
+import devtools.sample_channel
+from devtools.sample_channel import DEFAULT_SUBDIRS, SamplePackage, build_packages, plan_channel
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_ROOT = REPO_ROOT / ".bench" / "packages"
+CHUNK = 250  # packages per build task: large enough to amortize a task, small enough to spread over cores
+
+
+def pool_dir(subdirs: Sequence[str] = DEFAULT_SUBDIRS) -> Path:
+    """The folder of the packages this generator builds, named after everything that shapes them."""
+    digest = hashlib.sha256()
+    digest.update(Path(devtools.sample_channel.__file__).read_bytes())
+    digest.update(version("py-rattler-build").encode())
+    digest.update(",".join(subdirs).encode())
+    return CACHE_ROOT / digest.hexdigest()[:16]
+
+
+def cached_channel(
+    count: int, destination: Path, subdirs: Sequence[str] = DEFAULT_SUBDIRS
+) -> tuple[list[Path], int]:
+    """The `count`-package sample channel as symbolic links under `destination/<subdir>/`.
+
+    Returns the links and how many packages had to be built now (0 when the pool held them all).
+    """
+    pool = pool_dir(subdirs)
+    if CACHE_ROOT.is_dir():
+        for stale in CACHE_ROOT.iterdir():
+            if stale != pool and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+    plan = plan_channel(count, subdirs)
+    missing = [package for package in plan if not (pool / package.key).is_file()]
+    if missing:
+        _build_into(pool, missing)
+    links = []
+    for package in plan:
+        link = destination / package.key
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(pool / package.key)
+        links.append(link)
+    return links, len(missing)
+
+
+def _build_into(pool: Path, packages: list[SamplePackage]) -> None:
+    """Build packages on every core; each file moves into the pool only once it is complete."""
+    pool.mkdir(parents=True, exist_ok=True)
+    chunks = [packages[start : start + CHUNK] for start in range(0, len(packages), CHUNK)]
+    workers = max(1, min(os.cpu_count() or 1, len(chunks)))
+    with ProcessPoolExecutor(max_workers=workers) as executor:
+        for _ in executor.map(_build_chunk, [pool] * len(chunks), chunks):
+            pass
+
+
+def _build_chunk(pool: Path, packages: list[SamplePackage]) -> None:
+    with tempfile.TemporaryDirectory(prefix=".building-", dir=pool) as scratch:
+        for path in build_packages(packages, Path(scratch)):
+            target = pool / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
