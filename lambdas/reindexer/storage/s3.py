@@ -10,6 +10,7 @@ DELETE with If-Match, which object_store lacks, is sent on a URL obstore presign
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import Counter
@@ -254,7 +255,7 @@ class S3Store(ProbedStore):
         client = cast(
             "S3Client",
             session.create_client(
-                "s3", endpoint_url=self.endpoint.url, region_name=self._region(), config=config
+                "s3", endpoint_url=self.endpoint.url, region_name=self._region, config=config
             ),
         )
         client.meta.events.register("before-parameter-build.s3", self._count_boto_request)
@@ -305,7 +306,7 @@ class S3Store(ProbedStore):
 
     def _create_object_store(self) -> ObjectStore:
         options: dict[str, Any] = {
-            "region": self._region(),
+            "region": self._region,
             "virtual_hosted_style_request": not self.endpoint.path_style,
         }
         if self.endpoint.url:
@@ -333,7 +334,9 @@ class S3Store(ProbedStore):
             **options,
         )
 
+    @functools.cached_property
     def _region(self) -> str:
+        """Resolved once: both clients need it, and on AWS it may cost a HeadBucket."""
         if self.endpoint.region:
             return self.endpoint.region
         if self.endpoint.url is None:
