@@ -21,7 +21,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from reindexer.embedded_s3 import LOOPBACK, free_port
+from reindexer.contract import PACKAGE_SUFFIXES
+from reindexer_cli.embedded_s3 import LOOPBACK, free_port
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -38,7 +39,7 @@ OTHER = "other"
 ERRORS = "errors"  # responses with a 4xx or 5xx status, whatever their kind
 KINDS = (LIST, GET_PACKAGE, GET_OTHER, HEAD_PACKAGE, HEAD_OTHER, PUT, DELETE, POST, OTHER)
 
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
 # Bucket sub-resources a GET on the bucket reads instead of listing its objects.
 _BUCKET_CONFIG_QUERIES = frozenset(
     {

@@ -55,7 +55,7 @@ from bench.run import (
 )
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.layout import REPODATA_JSON, join_key
+from reindexer.contract import REPODATA_JSON, join_key
 from reindexer.lease import Lease, LeaseTerms
 from reindexer.publication import PublishSettings, commit_state, publish_outputs, run_transaction
 from reindexer.record_schema import RECORD_SCHEMA

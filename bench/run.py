@@ -869,7 +869,7 @@ def _child_env(access_key: str = "testing", secret_key: str = "testing") -> dict
 
 def _reindexer_command() -> list[str]:
     script = Path(sys.executable).parent / "reindexer"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer_cli.cli"]
 
 
 def _seaweedfs_version() -> str:

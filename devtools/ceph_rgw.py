@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from reindexer.embedded_s3 import LOOPBACK, free_port, stop_process_group
+from reindexer_cli.embedded_s3 import LOOPBACK, free_port, stop_process_group
 
 ACCESS_KEY = "reindexer"
 SECRET_KEY = "reindexer-secret"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from devtools.sample_channel import package_files
-from reindexer.layout import join_key
-from reindexer.local_stack import public_read_policy
+from reindexer.contract import join_key
+from reindexer_cli.local_stack import public_read_policy
 
 
 def upload_channel(

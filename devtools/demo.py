@@ -26,9 +26,9 @@ from typing import Any
 import boto3
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.embedded_s3 import free_port
-from reindexer.layout import STATE_FILE
+from reindexer.contract import STATE_FILE
 from reindexer.state import SubdirState
+from reindexer_cli.embedded_s3 import free_port
 
 BUCKET = "demo-channel"
 CHANNEL = "demo"
@@ -43,7 +43,7 @@ DEMO_ENVIRONMENT = {
 def main() -> int:
     os.environ.update(DEMO_ENVIRONMENT)
     port = free_port()
-    command = [sys.executable, "-m", "reindexer.cli", "local", "--port", str(port), "--bucket", BUCKET]
+    command = [sys.executable, "-m", "reindexer_cli.cli", "local", "--port", str(port), "--bucket", BUCKET]
     command += ["--access", "public", "--channel", CHANNEL]
     step(f"Starting the local pipeline: reindexer {' '.join(command[3:])}")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

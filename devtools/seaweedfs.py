@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from reindexer.embedded_s3 import LOOPBACK, free_port, stop_process_group
+from reindexer_cli.embedded_s3 import LOOPBACK, free_port, stop_process_group
 
 ACCESS_KEY = "reindexer"
 SECRET_KEY = "reindexer-secret"

@@ -22,36 +22,29 @@ from constructs import Construct, IConstruct
 from infra.settings import ChannelSettings, FunctionSettings
 from reindexer.contract import (
     ACCESS_VARIABLE,
+    BATCH_SIZE,
+    BATCHING_WINDOW_SECONDS,
     BUCKET_VARIABLE,
+    FULL_REINDEX_HANDLER,
     JOBS_VARIABLE,
     MAX_AGE_VARIABLE,
     MAX_PACKAGE_VARIABLE,
+    MAX_RECEIVE_COUNT,
+    METRICS_NAMESPACE,
+    METRICS_NAMESPACE_VARIABLE,
+    PACKAGE_EVENTS_HANDLER,
+    PACKAGE_SUFFIXES,
     PREFIXES_VARIABLE,
-    PROBE_KEY_PREFIX,
-    STORE_CONDITIONS_KEY,
+    SERVICE_NAME,
+    SERVICE_NAME_VARIABLE,
+    VISIBILITY_TIMEOUT_FACTOR,
+    Metric,
+    indexer_grants,
+    notification_filters,
+    private_state_patterns,
 )
 
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
-EVENT_HANDLER = "reindexer.handlers.package_events.handler"
-REINDEX_HANDLER = "reindexer.handlers.full_reindex.handler"
-# SQS must keep a message invisible for longer than the function may run (AWS recommends 6x).
-VISIBILITY_TIMEOUT_FACTOR = 6
-MAX_RECEIVE_COUNT = 5
-BATCH_SIZE = 100
-BATCHING_WINDOW_SECONDS = 5
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
-# The indexer's own objects inside each subdir folder.
-OUTPUT_KEYS = (
-    "repodata.json",
-    "repodata.json.zst",
-    "repodata_shards.msgpack.zst",
-    "shards/*",
-    ".reindexer/*",
-)
-# The indexer's state and lease, inside each subdir folder: never readable anonymously.
-STATE_KEYS = ".reindexer/*"
-# What the indexer learnt of the store (its probe of conditional requests), at the bucket root.
-BUCKET_STATE_KEYS = f"{PROBE_KEY_PREFIX.rsplit('/', 1)[0]}/*"
 # Storage classes that need a restore before GetObject (or SSE-C, whose key the indexer never has) would
 # make an uploaded package unreadable to the indexer.
 READABLE_STORAGE_CLASS = "STANDARD"
@@ -91,7 +84,7 @@ class CondaChannel(Construct):
 
         self.event_function = self._function(
             "PackageEventsFunction",
-            EVENT_HANDLER,
+            PACKAGE_EVENTS_HANDLER,
             settings.event_function,
             code,
             "Indexes uploaded and deleted packages",
@@ -106,7 +99,7 @@ class CondaChannel(Construct):
         )
         self.reindex_function = self._function(
             "FullReindexFunction",
-            REINDEX_HANDLER,
+            FULL_REINDEX_HANDLER,
             settings.reindex_function,
             code,
             "Full reindex of a channel",
@@ -196,11 +189,8 @@ class CondaChannel(Construct):
             principals=[iam.AnyPrincipal()],
             actions=["s3:GetObject"],
             resources=[
-                *(
-                    bucket.arn_for_objects(_join(prefix, "*", STATE_KEYS))
-                    for prefix in self._channel_prefixes()
-                ),
-                bucket.arn_for_objects(BUCKET_STATE_KEYS),
+                bucket.arn_for_objects(pattern)
+                for pattern in private_state_patterns(self.settings.channel_prefixes)
             ],
             conditions={"StringNotEquals": {"aws:PrincipalAccount": cdk.Stack.of(self).account}},
         )
@@ -215,11 +205,10 @@ class CondaChannel(Construct):
         ObjectRemoved:* includes DeleteMarkerCreated, which is what a delete on a versioned bucket makes.
         """
         destination = s3n.SqsDestination(self.queue)
-        for prefix in self._channel_prefixes():
-            for suffix in PACKAGE_SUFFIXES:
-                key_filter = s3.NotificationKeyFilter(prefix=f"{prefix}/" if prefix else None, suffix=suffix)
-                for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
-                    self.bucket.add_event_notification(event, destination, key_filter)
+        for prefix, suffix in notification_filters(self.settings.channel_prefixes):
+            key_filter = s3.NotificationKeyFilter(prefix=prefix, suffix=suffix)
+            for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+                self.bucket.add_event_notification(event, destination, key_filter)
 
     # --- functions -------------------------------------------------------------------------------------
 
@@ -233,8 +222,8 @@ class CondaChannel(Construct):
             JOBS_VARIABLE: str(settings.read_jobs),
             MAX_PACKAGE_VARIABLE: str(settings.max_package_mb),
             ACCESS_VARIABLE: settings.access,
-            "POWERTOOLS_SERVICE_NAME": "reindexer",
-            "POWERTOOLS_METRICS_NAMESPACE": "Reindexer",
+            SERVICE_NAME_VARIABLE: SERVICE_NAME,
+            METRICS_NAMESPACE_VARIABLE: METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         if settings.channel_prefixes:
@@ -264,25 +253,18 @@ class CondaChannel(Construct):
     def _grant_indexing(self, function: lambda_.Function) -> None:
         """Read everything in the channels, write only the indexer's own keys, delete only its lease."""
         bucket = self.bucket
-        objects = [bucket.arn_for_objects(_join(prefix, "*")) for prefix in self._channel_prefixes()]
-        outputs = [
-            bucket.arn_for_objects(_join(prefix, "*", key))
-            for prefix in self._channel_prefixes()
-            for key in OUTPUT_KEYS
-        ]
-        leases = [
-            bucket.arn_for_objects(_join(prefix, "*", ".reindexer/lease.json"))
-            for prefix in self._channel_prefixes()
-        ]
-        # The probe of what the store honours: a scratch object it creates and removes, and its answer.
-        probes = bucket.arn_for_objects(f"{PROBE_KEY_PREFIX}*")
-        conditions = bucket.arn_for_objects(STORE_CONDITIONS_KEY)
+        grants = indexer_grants(self.settings.channel_prefixes)
         statements = [
             # ListBucket also makes S3 answer 404 rather than 403 for a missing state or lease.
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]),
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[*objects, conditions]),
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[*outputs, probes, conditions]),
-            iam.PolicyStatement(actions=["s3:DeleteObject"], resources=[*leases, probes]),
+            *(
+                iam.PolicyStatement(actions=[action], resources=[bucket.arn_for_objects(p) for p in patterns])
+                for action, patterns in (
+                    ("s3:GetObject", grants.read),
+                    ("s3:PutObject", grants.write),
+                    ("s3:DeleteObject", grants.delete),
+                )
+            ),
         ]
         for statement in statements:
             function.add_to_role_policy(statement)
@@ -290,7 +272,11 @@ class CondaChannel(Construct):
         assert role is not None
         self._acknowledge_object_patterns(
             role,
-            [*objects, *outputs, *leases, probes],
+            [
+                bucket.arn_for_objects(pattern)
+                for pattern in dict.fromkeys((*grants.read, *grants.write, *grants.delete))
+                if "*" in pattern
+            ],
             "Subdir folders are created by uploads and not known at deploy time; the patterns end in the "
             "indexer's own file names (repodata, shards, state, lease) or, for reads, cover the channel; "
             "the probe of the store's conditional requests uses scratch objects with random names.",
@@ -468,9 +454,9 @@ class CondaChannel(Construct):
                 "SubdirUpdateFailuresAlarm",
                 alarm_description="A subdir could not be indexed (see the functions' logs for the reason)",
                 metric=cloudwatch.Metric(
-                    namespace="Reindexer",
-                    metric_name="SubdirUpdateFailures",
-                    dimensions_map={"service": "reindexer"},
+                    namespace=METRICS_NAMESPACE,
+                    metric_name=Metric.SUBDIR_UPDATE_FAILURES,
+                    dimensions_map={"service": SERVICE_NAME},
                     statistic="Sum",
                     period=cdk.Duration.minutes(5),
                 ),

@@ -18,12 +18,12 @@ from reindexer.contract import (
     LAMBDA_MAX_EPHEMERAL_MB,
     MAX_PACKAGE_MB_LIMIT,
     MAX_READ_JOBS,
+    bucket_name_problem,
     channel_prefix_problem,
     ephemeral_storage_mb,
 )
 
 REMOVAL_POLICIES = ("retain", "destroy")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -87,8 +87,8 @@ class ChannelSettings:
         bucket_name = _optional_text(context, "bucket_name")
         existing_bucket = _optional_text(context, "existing_bucket")
         for key, name in (("bucket_name", bucket_name), ("existing_bucket", existing_bucket)):
-            if name is not None and (not _BUCKET_NAME.match(name) or ".." in name):
-                raise SettingsError(f"{key}={name!r} is not a valid S3 bucket name")
+            if name is not None and (problem := bucket_name_problem(name)):
+                raise SettingsError(f"{key}={name!r} {problem}")
         if bucket_name and existing_bucket:
             raise SettingsError("set either bucket_name (a new bucket) or existing_bucket, not both")
         access = _choice(context, "access", ACCESS_MODES, "private")

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.embedded_s3 import LOOPBACK, EmbeddedS3, free_port
+from reindexer_cli.embedded_s3 import LOOPBACK, EmbeddedS3, free_port
 
 # Fake credentials and no instance-metadata lookups: nothing may leave loopback.
 os.environ.update(

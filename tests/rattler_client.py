@@ -33,7 +33,7 @@ from rattler import (
 )
 from rattler.repo_data import PackageFormatSelection
 
-from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, SHARDS_FOLDER
+from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, SHARDS_FOLDER
 
 INDEX_FILES = frozenset({SHARD_INDEX, REPODATA_ZST, REPODATA_JSON})
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import cast
 
+from reindexer.contract import join_key
 from reindexer.indexer import IndexOptions, index_subdir_locked
-from reindexer.layout import join_key
 from reindexer.lease import Lease
 from reindexer.reports import SubdirReport
 from reindexer.store import Store

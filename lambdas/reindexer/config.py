@@ -7,7 +7,6 @@ AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,13 +22,13 @@ from .contract import (
     MAX_PACKAGE_VARIABLE,
     MAX_READ_JOBS,
     PREFIXES_VARIABLE,
+    bucket_name_problem,
     channel_prefix_problem,
 )
 from .publication import DEFAULT_REPODATA_MAX_AGE
 
 MAX_REPODATA_MAX_AGE = 31536000  # one year, the longest max-age caches are asked to honour
 DEFAULT_ACCESS = "public"
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class ConfigurationError(Exception):
@@ -84,8 +83,8 @@ def _bucket(environ: Mapping[str, str]) -> str:
         # Events name their own bucket; without this setting anyone able to invoke the function or write
         # to its queue could point it at another bucket the role can reach.
         raise ConfigurationError(f"{BUCKET_VARIABLE} is not set: it must name the channel bucket")
-    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
-        raise ConfigurationError(f"{BUCKET_VARIABLE}={bucket!r} is not a valid S3 bucket name")
+    if problem := bucket_name_problem(bucket):
+        raise ConfigurationError(f"{BUCKET_VARIABLE}={bucket!r} {problem}")
     return bucket
 
 

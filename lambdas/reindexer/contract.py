@@ -1,12 +1,73 @@
-"""Facts the indexer and the infrastructure that deploys it must agree on, in one pure module.
+"""Facts the indexer, its handlers, the local stack, the infrastructure, bench and tests must agree on.
 
-It imports nothing but the standard library, so the CDK app (infra/) can use it at synth time without
-loading any of the indexer.
+Pure and standard-library only, so the CDK app (infra/) reads it at synth time without loading the indexer:
+the key layout the indexer writes (and the IAM patterns and notification filters derived from it), package
+suffixes, environment variable names, handler paths, metric names, queue defaults and naming rules.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+# --- package files ------------------------------------------------------------------------------------------
+CONDA_SUFFIX = ".conda"
+TAR_BZ2_SUFFIX = ".tar.bz2"
+PACKAGE_SUFFIXES = (CONDA_SUFFIX, TAR_BZ2_SUFFIX)
+
+# --- the keys the indexer writes inside each subdir folder, `<channel>/<subdir>/` ------------------------
+REPODATA_JSON = "repodata.json"
+REPODATA_ZST = "repodata.json.zst"
+SHARD_INDEX = "repodata_shards.msgpack.zst"
+SHARDS_FOLDER = "shards"
+# The indexer's private folder: in each subdir its state and lease, at the bucket root its store probe.
+STATE_FOLDER = ".reindexer"
+STATE_FILE = f"{STATE_FOLDER}/state.json.zst"
+LEASE_FILE = f"{STATE_FOLDER}/lease.json"
+PUBLISHED_FILES = (REPODATA_JSON, REPODATA_ZST, SHARD_INDEX)
+
+# --- the keys the indexer writes at the bucket root ---------------------------------------------------------
+BUCKET_STATE_FOLDER = STATE_FOLDER
+STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
+PROBE_KEY_PREFIX = f"{BUCKET_STATE_FOLDER}/probe-"
+
+# --- handlers, logs and metrics -----------------------------------------------------------------------------
+PACKAGE_EVENTS_HANDLER = "reindexer.handlers.package_events.handler"
+FULL_REINDEX_HANDLER = "reindexer.handlers.full_reindex.handler"
+SERVICE_NAME = "reindexer"
+METRICS_NAMESPACE = "Reindexer"
+# Powertools reads these two; the stack sets them to the values above.
+SERVICE_NAME_VARIABLE = "POWERTOOLS_SERVICE_NAME"
+METRICS_NAMESPACE_VARIABLE = "POWERTOOLS_METRICS_NAMESPACE"
+
+
+class Metric:
+    """The names of the metrics the handlers emit (namespace METRICS_NAMESPACE, dimension service)."""
+
+    NOTICES_RECEIVED = "NoticesReceived"
+    PACKAGES_INDEXED = "PackagesIndexed"
+    PACKAGES_REMOVED = "PackagesRemoved"
+    PACKAGES_REJECTED = "PackagesRejected"
+    READ_FAILURES = "ReadFailures"
+    COMMIT_CONFLICTS = "CommitConflicts"
+    SUBDIR_UPDATE_FAILURES = "SubdirUpdateFailures"
+    SUBDIRS_POSTPONED = "SubdirsPostponed"
+    PUBLICATION_LATENCY = "PublicationLatency"
+    INVALID_REQUESTS = "InvalidRequests"
+
+
+# --- the package-event queue --------------------------------------------------------------------------------
+# SQS must keep a message invisible for longer than the function may run (AWS recommends 6x the timeout).
+VISIBILITY_TIMEOUT_FACTOR = 6
+MAX_RECEIVE_COUNT = 5
+BATCH_SIZE = 100
+BATCHING_WINDOW_SECONDS = 5
+DEFAULT_EVENT_TIMEOUT_SECONDS = 60
+NOTIFIED_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+
+# --- the local stack (`reindexer local`) --------------------------------------------------------------------
+LOCAL_PORT = 9339
+LOCAL_BUCKET = "conda-channel"
 
 # Environment variables of both Lambda functions.
 BUCKET_VARIABLE = "CHANNEL_BUCKET"
@@ -31,14 +92,16 @@ LAMBDA_MAX_EPHEMERAL_MB = 10240
 # /tmp room kept beside the packages being read (the runtime's own files, zstd and bz2 scratch).
 EPHEMERAL_HEADROOM_MB = 512
 
-# What the indexer learns of the store itself (store_conditions): the probe's scratch objects and its cached
-# answer, at the bucket root. Both functions write them; nobody outside the account reads them.
-BUCKET_STATE_FOLDER = ".reindexer"
-STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
-PROBE_KEY_PREFIX = f"{BUCKET_STATE_FOLDER}/probe-"
-
 CHANNEL_PREFIX_MAX_LENGTH = 256
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9!_.*'()\-]+$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why `name` is no valid S3 bucket name (None when it is): the settings of the stack and the handlers."""
+    if not _BUCKET_NAME.match(name) or ".." in name:
+        return "is not a valid S3 bucket name"
+    return None
 
 
 def channel_prefix_problem(prefix: str) -> str | None:
@@ -65,3 +128,51 @@ def channel_prefix_problem(prefix: str) -> str | None:
 def ephemeral_storage_mb(read_jobs: int, max_package_mb: int) -> int:
     """The /tmp a function needs to spool `read_jobs` packages of the largest accepted size at once."""
     return max(LAMBDA_MIN_EPHEMERAL_MB, read_jobs * max_package_mb + EPHEMERAL_HEADROOM_MB)
+
+
+def join_key(*parts: str) -> str:
+    """Join key segments with '/', skipping empty ones (the channel prefix may be the bucket root)."""
+    return "/".join(part.strip("/") for part in parts if part.strip("/"))
+
+
+@dataclass(frozen=True)
+class ObjectGrants:
+    """Key patterns (IAM's: '*' matches any characters, '/' included) of what a role may do to objects."""
+
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    delete: tuple[str, ...]
+
+
+def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """What both indexer functions need on a bucket holding these channels ('' is the bucket root): read all
+    of a channel, write only the keys the indexer writes, delete only its leases, and use the bucket-root
+    probe of what the store honours (a scratch object it creates and removes, and the cached answer)."""
+    channels = channel_prefixes or ("",)
+    in_subdirs = (*PUBLISHED_FILES, f"{SHARDS_FOLDER}/*", f"{STATE_FOLDER}/*")
+    probes = f"{PROBE_KEY_PREFIX}*"
+    return ObjectGrants(
+        read=(*(join_key(channel, "*") for channel in channels), STORE_CONDITIONS_KEY),
+        write=(
+            *(join_key(channel, "*", key) for channel in channels for key in in_subdirs),
+            probes,
+            STORE_CONDITIONS_KEY,
+        ),
+        delete=(*(join_key(channel, "*", LEASE_FILE) for channel in channels), probes),
+    )
+
+
+def private_state_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The indexer's private folders, never readable anonymously even in a public channel."""
+    channels = channel_prefixes or ("",)
+    return (*(join_key(channel, "*", STATE_FOLDER, "*") for channel in channels), f"{BUCKET_STATE_FOLDER}/*")
+
+
+def notification_filters(channel_prefixes: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:
+    """(key prefix or None, suffix) of each S3 notification rule: created and removed packages only, so the
+    indexer's own writes never notify it."""
+    return tuple(
+        (f"{channel}/" if channel else None, suffix)
+        for channel in channel_prefixes or ("",)
+        for suffix in PACKAGE_SUFFIXES
+    )

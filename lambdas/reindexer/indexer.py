@@ -12,8 +12,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from .contract import DEFAULT_MAX_PACKAGE_MB, DEFAULT_READ_JOBS
-from .layout import KNOWN_SUBDIRS, OUR_OUTPUT_FILES, REPODATA_JSON, STATE_FILE, join_key, package_extension
+from .contract import (
+    DEFAULT_MAX_PACKAGE_MB,
+    DEFAULT_READ_JOBS,
+    PUBLISHED_FILES,
+    REPODATA_JSON,
+    STATE_FILE,
+    join_key,
+)
+from .layout import KNOWN_SUBDIRS, package_extension
 from .lease import Lease, LeaseTerms
 from .package_fetch import ProgressFactory, no_progress, read_packages, recheck_records
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
@@ -177,7 +184,7 @@ class _Survey:
         """The outputs are the ones the state recorded, written with today's settings."""
         return self.previous.settings == options.settings.fingerprint() and all(
             name in self.listed and self.listed[name].etag == self.previous.outputs.get(name)
-            for name in OUR_OUTPUT_FILES
+            for name in PUBLISHED_FILES
         )
 
     def has_work(self, options: IndexOptions) -> bool:

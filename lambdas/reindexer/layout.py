@@ -1,9 +1,11 @@
-"""Where things live in a conda channel: subdirs, package file names and the files the indexer writes."""
+"""A conda channel's subdirs and package file names; the keys the indexer writes are in the contract."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .contract import PACKAGE_SUFFIXES
 
 KNOWN_SUBDIRS = frozenset(
     {
@@ -28,17 +30,6 @@ KNOWN_SUBDIRS = frozenset(
     }
 )
 
-CONDA_EXTENSION = ".conda"
-TAR_BZ2_EXTENSION = ".tar.bz2"
-PACKAGE_EXTENSIONS = (CONDA_EXTENSION, TAR_BZ2_EXTENSION)
-
-REPODATA_JSON = "repodata.json"
-REPODATA_ZST = "repodata.json.zst"
-SHARD_INDEX = "repodata_shards.msgpack.zst"
-SHARDS_FOLDER = "shards"
-STATE_FOLDER = ".reindexer"
-STATE_FILE = f"{STATE_FOLDER}/state.json.zst"
-
 # Files other indexers (conda-index, rattler-index, older tools) keep beside the packages; they are
 # neither packages nor mistakes, so they are passed over silently.
 FOREIGN_INDEX_FILES = frozenset(
@@ -60,7 +51,6 @@ FOREIGN_INDEX_FILES = frozenset(
         ".DS_Store",
     }
 )
-OUR_OUTPUT_FILES = frozenset({REPODATA_JSON, REPODATA_ZST, SHARD_INDEX})
 
 # conda's file name grammar: name-version-build, where neither version nor build contains a dash.
 _FILENAME_PART = re.compile(r"^[^\s/\\-][^\s/\\]*$")
@@ -82,7 +72,7 @@ class PackageFilename:
 
 def package_extension(filename: str) -> str | None:
     """Return the archive extension of a package file name, or None for any other file."""
-    for extension in PACKAGE_EXTENSIONS:
+    for extension in PACKAGE_SUFFIXES:
         if filename.endswith(extension) and len(filename) > len(extension):
             return extension
     return None
@@ -98,8 +88,3 @@ def parse_package_filename(filename: str) -> PackageFilename | None:
         return None
     name, version, build = parts
     return PackageFilename(name=name, version=version, build=build, extension=extension)
-
-
-def join_key(*parts: str) -> str:
-    """Join key segments with '/', skipping empty ones (the channel prefix may be the bucket root)."""
-    return "/".join(part.strip("/") for part in parts if part.strip("/"))

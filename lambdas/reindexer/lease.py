@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .layout import STATE_FOLDER, join_key
+from .contract import LEASE_FILE, join_key
 from .store import (
     ConditionUnsupportedError,
     NotFoundError,
@@ -38,7 +38,6 @@ from .store import (
 
 logger = logging.getLogger(__name__)
 
-LEASE_FILE = f"{STATE_FOLDER}/lease.json"
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 

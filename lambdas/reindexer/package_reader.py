@@ -20,8 +20,7 @@ from typing import IO, Any
 import zstandard
 from conda_package_streaming.package_streaming import TarfileNoSameOwner, tar_generator
 
-from .contract import DEFAULT_MAX_PACKAGE_MB
-from .layout import CONDA_EXTENSION, TAR_BZ2_EXTENSION
+from .contract import CONDA_SUFFIX, DEFAULT_MAX_PACKAGE_MB, TAR_BZ2_SUFFIX
 from .strict_json import StrictJsonError, load_strict_json
 
 # Every bound below is what one archive may cost us; each is named in the rejection it causes.
@@ -182,9 +181,9 @@ def read_metadata(filename: str, archive: IO[bytes], size: int | None = None) ->
     if size is None:
         size = archive.seek(0, io.SEEK_END)
         archive.seek(0)
-    if filename.endswith(CONDA_EXTENSION):
+    if filename.endswith(CONDA_SUFFIX):
         members = _read_conda_info(archive, size)
-    elif filename.endswith(TAR_BZ2_EXTENSION):
+    elif filename.endswith(TAR_BZ2_SUFFIX):
         members = _read_tar_bz2_info(archive, size)
     else:
         raise BadPackageError("not a conda package (expected .conda or .tar.bz2)")

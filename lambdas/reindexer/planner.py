@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES, package_extension, parse_package_filename
+from .contract import PUBLISHED_FILES
+from .layout import FOREIGN_INDEX_FILES, package_extension, parse_package_filename
 from .record_schema import RECORD_SCHEMA, RecordError
 from .records import Record, checked_stored_record, encode_record
 from .state import IndexedPackage, RejectedFile, SubdirState
@@ -41,7 +42,7 @@ def plan_subdir(objects: Iterable[StoredObject], previous: SubdirState, *, force
     present: set[str] = set()
     for obj in objects:
         filename = obj.name
-        if filename in OUR_OUTPUT_FILES or filename in FOREIGN_INDEX_FILES:
+        if filename in PUBLISHED_FILES or filename in FOREIGN_INDEX_FILES:
             continue
         present.add(filename)
         reason = listing_rejection(filename)

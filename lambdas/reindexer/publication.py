@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
+from .contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
 from .lease import Lease, LeaseTerms
 from .package_fetch import Deferred, Failed, Gone, Outcome
 from .repodata import compress_repodata, render_repodata

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import zstandard
 
-from .layout import CONDA_EXTENSION
+from .contract import CONDA_SUFFIX
 from .records import Record, RecordJson
 
 # zstd levels, measured on conda's real test repodata and on conda-forge-shaped files of 5 KB to 50 MB (CPU of
@@ -28,7 +28,7 @@ def render_repodata(subdir: str, records: Mapping[str, RecordJson], base_url: st
     conda: list[str] = []
     for filename in sorted(records):
         entry = f"{json.dumps(filename, ensure_ascii=False)}:{records[filename]}"
-        (conda if filename.endswith(CONDA_EXTENSION) else tar_bz2).append(entry)
+        (conda if filename.endswith(CONDA_SUFFIX) else tar_bz2).append(entry)
     info: dict[str, str] = {"subdir": subdir}
     if base_url:
         info["base_url"] = base_url

@@ -10,7 +10,8 @@ from typing import Any
 import msgpack
 import zstandard
 
-from .layout import CONDA_EXTENSION, SHARDS_FOLDER, parse_package_filename
+from .contract import CONDA_SUFFIX, SHARDS_FOLDER
+from .layout import parse_package_filename
 from .records import Record, RecordJson, decode_record
 
 # A shard is a few KB and a subdir has thousands, so each one's compression counts: level 6 takes ~50-80 us
@@ -76,7 +77,7 @@ def render_shard(records: Mapping[str, RecordJson]) -> bytes:
     tar_bz2: dict[str, dict[str, Any]] = {}
     conda: dict[str, dict[str, Any]] = {}
     for filename in sorted(records):
-        section = conda if filename.endswith(CONDA_EXTENSION) else tar_bz2
+        section = conda if filename.endswith(CONDA_SUFFIX) else tar_bz2
         section[filename] = _shard_record(decode_record(records[filename]))
     packed = msgpack.packb({"packages": tar_bz2, "packages.conda": conda, "removed": []}, use_bin_type=True)
     return zstandard.ZstdCompressor(level=SHARD_ZST_LEVEL).compress(packed)

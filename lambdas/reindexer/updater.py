@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from .contract import REPODATA_JSON, join_key
 from .indexer import IndexOptions, index_subdir, index_subdir_locked
-from .layout import REPODATA_JSON, join_key
 from .lease import Lease
 from .package_fetch import Gone, read_packages, recheck_records
 from .planner import listing_rejection

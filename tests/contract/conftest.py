@@ -12,11 +12,11 @@ import boto3
 import pytest
 
 from devtools.seaweedfs import SeaweedFS, weed_binary
-from reindexer.embedded_s3 import EmbeddedS3
 from reindexer.storage.local import LocalStore
 from reindexer.storage.memory import MemoryStore
 from reindexer.storage.s3 import S3Credentials, S3Endpoint, S3Store
 from reindexer.store import Store
+from reindexer_cli.embedded_s3 import EmbeddedS3
 
 EXTERNAL = "REINDEXER_TEST_S3_ENDPOINT"
 # The external server joins the suite only when it is named (`make test-ceph`).

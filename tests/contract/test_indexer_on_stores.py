@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtools.sample_channel import SamplePackage, package_files
+from reindexer.contract import STATE_FILE, join_key
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import STATE_FILE, join_key
 from reindexer.lease import LEASE_FILE, LeaseTerms
 from reindexer.reports import ChannelReport
 from reindexer.storage.memory import CEPH_LIKE, IGNORES_CONDITIONS, MemoryStore

@@ -14,7 +14,6 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Template
 
 from infra.channel_stack import ChannelStack
-from infra.conda_channel import EVENT_HANDLER, REINDEX_HANDLER
 from infra.settings import CONTEXT_KEYS, ChannelSettings, SettingsError
 from reindexer.contract import (
     ACCESS_VARIABLE,
@@ -33,6 +32,8 @@ from reindexer.contract import (
     channel_prefix_problem,
     ephemeral_storage_mb,
 )
+from reindexer.contract import FULL_REINDEX_HANDLER as REINDEX_HANDLER
+from reindexer.contract import PACKAGE_EVENTS_HANDLER as EVENT_HANDLER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = {"access": "public", "channel_prefixes": "dev,prod", "alarm_email": "ops@example.com"}

@@ -9,6 +9,7 @@ import re
 import struct
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,25 @@ print(json.dumps({
 }))
 print("ok")
 """
+
+
+def local_only_names() -> tuple[set[str], set[str]]:
+    """What only the local tools use: (top-level names: the reindexer_cli package and the distributions of
+    pyproject's `local` extra, such as moto and tqdm; the names of reindexer_cli's modules)."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["local"]
+    distributions = {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in extra}
+    modules = {path.stem for path in (PROJECT_ROOT / "cli" / "reindexer_cli").glob("*.py")} - {"__init__"}
+    return {"reindexer_cli", *distributions}, modules
+
+
+def local_only_files(bundle: Path) -> list[str]:
+    """What of the bundle belongs to the local tools: a top-level package or dist-info of theirs, or one of
+    their modules inside the reindexer package."""
+    top_level, modules = local_only_names()
+    found = [path for path in bundle.iterdir() if path.name.split("-")[0].split(".")[0].lower() in top_level]
+    found += [path for path in (bundle / "reindexer").rglob("*.py") if path.stem in modules]
+    return sorted(str(path.relative_to(bundle)) for path in found)
 
 
 def pinned_versions() -> dict[str, str]:
@@ -124,8 +144,28 @@ def test_arm64_bundle_for_python_3_13_has_aarch64_extensions_and_the_handlers(tm
         assert (bundle / (module.replace(".", "/") + ".py")).is_file()
     assert not list(bundle.rglob("__pycache__"))
     assert not (bundle / "bin").exists()
+    assert local_only_files(bundle) == [], "the Lambda asset holds local-only code or dependencies"
     size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
     assert size < BUNDLE_BUDGET, f"the bundle is {size / 2**20:.0f} MiB unzipped"
+
+
+def test_the_local_only_check_finds_the_local_tools_and_their_dependencies(tmp_path: Path) -> None:
+    # The bundle check must be able to fail: a bundle holding the CLI package, a moved-back module or tqdm.
+    top_level, modules = local_only_names()
+    assert {"reindexer_cli", "moto", "tqdm"} <= top_level
+    assert {"cli", "local_stack", "sqs_worker", "embedded_s3"} <= modules
+    for planted in ("reindexer_cli/__init__.py", "reindexer/local_stack.py", "tqdm/__init__.py"):
+        (tmp_path / planted).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / planted).write_text("")
+    (tmp_path / "moto-5.1.0.dist-info").mkdir()
+    (tmp_path / "reindexer" / "indexer.py").write_text("")
+
+    assert local_only_files(tmp_path) == [
+        "moto-5.1.0.dist-info",
+        "reindexer/local_stack.py",
+        "reindexer_cli",
+        "tqdm",
+    ]
 
 
 def test_a_pip_failure_is_one_clear_line(tmp_path: Path) -> None:
@@ -202,6 +242,8 @@ def test_the_asset_hash_follows_the_package_and_the_pins_only(tmp_path: Path) ->
         "tests/test_x.py",
         ".venv/lib/x.py",
         "lambdas/reindexer.egg-info/PKG-INFO",
+        "cli/reindexer_cli/local_stack.py",
+        "devtools/demo.py",
     ):
         (tmp_path / unrelated).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / unrelated).write_text("changed\n")

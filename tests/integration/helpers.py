@@ -11,13 +11,11 @@ from typing import Any
 
 import msgpack
 
+from reindexer.contract import PACKAGE_SUFFIXES, join_key
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import join_key
 from reindexer.reports import ChannelReport
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from tests.common import zstd_decompress
-
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
 
 def is_package_key(key: str | None) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
-from reindexer.embedded_s3 import EmbeddedS3, free_port
+from reindexer_cli.embedded_s3 import EmbeddedS3, free_port
 from tests.integration.helpers import all_records, get_repodata
 
 SmallChannel = tuple[Path, list[SamplePackage]]
@@ -30,7 +30,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         env.pop(variable, None)
     return subprocess.run(
-        [sys.executable, "-m", "reindexer.cli", "index", *args],
+        [sys.executable, "-m", "reindexer_cli.cli", "index", *args],
         capture_output=True,
         text=True,
         env=env,

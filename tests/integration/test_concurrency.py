@@ -20,13 +20,13 @@ import pytest
 import reindexer.indexer
 import reindexer.updater
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.embedded_s3 import EmbeddedS3
+from reindexer.contract import join_key
 from reindexer.handlers import full_reindex, package_events, runtime
-from reindexer.layout import join_key
 from reindexer.lease import Lease, LeaseTerms
 from reindexer.reports import SubdirReport
-from reindexer.sqs_worker import LocalLambdaContext, queue_arn, run_worker
 from reindexer.store import Store
+from reindexer_cli.embedded_s3 import EmbeddedS3
+from reindexer_cli.sqs_worker import LocalLambdaContext, queue_arn, run_worker
 from tests.common import queue_counts, sha256_hex
 from tests.integration.concurrency_checks import assert_noop_run, check_channel
 from tests.integration.helpers import s3_store

@@ -12,8 +12,8 @@ from rattler.index import S3Credentials, index_s3
 
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import build_packages, plan_channel
-from reindexer.embedded_s3 import EmbeddedS3
-from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
+from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
+from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests.common import sha256_hex, zstd_decompress
 from tests.integration.helpers import (
     all_records,

@@ -21,15 +21,15 @@ import pytest
 from moto import mock_aws
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
+from reindexer.contract import join_key
 from reindexer.handlers import package_events, runtime
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import join_key
 from reindexer.lease import LEASE_FILE, LeaseTerms
 from reindexer.reports import SubdirReport
-from reindexer.sqs_worker import LocalLambdaContext, poll_once, queue_arn, to_lambda_event
 from reindexer.storage.local import LocalStore
 from reindexer.store import PreconditionFailedError, Store, TransientStoreError
 from reindexer.updater import update_subdir
+from reindexer_cli.sqs_worker import LocalLambdaContext, poll_once, queue_arn, to_lambda_event
 from tests.common import queue_counts, sha256_hex
 from tests.integration.concurrency_checks import assert_noop_run, channel_subdirs, check_channel
 from tests.integration.concurrency_stores import Crash, CrashingStore, FlakyStore, StoreWrapper

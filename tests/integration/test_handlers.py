@@ -20,6 +20,7 @@ import reindexer.package_fetch
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, package_files
 from reindexer.config import ConfigurationError
+from reindexer.contract import join_key
 from reindexer.handlers import full_reindex, package_events, runtime
 from reindexer.handlers.package_events import (
     END_MARGIN_SECONDS,
@@ -29,7 +30,6 @@ from reindexer.handlers.package_events import (
     TransientIndexingError,
 )
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import join_key
 from reindexer.notifications import MalformedEventError, parse_event
 from reindexer.reports import SubdirReport
 from reindexer.storage.s3 import S3Store

@@ -21,8 +21,8 @@ import pytest
 
 from devtools.sample_channel import build_packages, plan_channel
 from reindexer.config import HandlerSettings
-from reindexer.embedded_s3 import free_port
-from reindexer.local_stack import LocalSettings, handler_environment, notification_rules
+from reindexer_cli.embedded_s3 import free_port
+from reindexer_cli.local_stack import LocalSettings, handler_environment, notification_rules
 
 BUCKET = "local-channel"
 CHANNEL = "team/dev"
@@ -34,7 +34,7 @@ INDEX_TIMEOUT = 60.0
 def local_stack() -> Iterator[str]:
     """`reindexer local` in a child process, public, on a free loopback port; yields its endpoint."""
     port = free_port()
-    command = [sys.executable, "-m", "reindexer.cli", "local", "--port", str(port), "--bucket", BUCKET]
+    command = [sys.executable, "-m", "reindexer_cli.cli", "local", "--port", str(port), "--bucket", BUCKET]
     command += ["--access", "public", "--channel", CHANNEL]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -180,7 +180,7 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "reindexer.cli", "local", "--port", str(port)],
+            [sys.executable, "-m", "reindexer_cli.cli", "local", "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -195,7 +195,7 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_reindex_without_a_channel_is_a_usage_error() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reindexer.cli", "local", "--reindex"],
+        [sys.executable, "-m", "reindexer_cli.cli", "local", "--reindex"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -208,7 +208,7 @@ def test_reindex_without_a_channel_is_a_usage_error() -> None:
 
 def test_a_channel_breaking_the_prefix_rule_is_a_usage_error_before_anything_starts() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reindexer.cli", "local", "--channel", "../x"],
+        [sys.executable, "-m", "reindexer_cli.cli", "local", "--channel", "../x"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -225,7 +225,7 @@ def test_reindex_flag_runs_the_full_reindex_handler_before_ready() -> None:
     command = [
         sys.executable,
         "-m",
-        "reindexer.cli",
+        "reindexer_cli.cli",
         "local",
         "--port",
         str(port),

@@ -24,10 +24,10 @@ from rattler import Gateway, SourceConfig, install, solve
 
 from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage
-from reindexer.embedded_s3 import EmbeddedS3
+from reindexer.contract import PUBLISHED_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.indexer import IndexOptions
-from reindexer.layout import OUR_OUTPUT_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.publication import PublishSettings
+from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests.common import sha256_hex
 from tests.integration.helpers import run_index, s3_store
 
@@ -64,7 +64,7 @@ class PublicChannel:
 
     def outputs(self, subdir: str) -> set[str]:
         names = {obj.name for obj in self.store.list_folder(f"{CHANNEL}/{subdir}").objects}
-        return names & OUR_OUTPUT_FILES
+        return names & set(PUBLISHED_FILES)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +91,13 @@ def test_rattler_solves_and_installs_from_our_index(
     config, removed = ROUNDS[round_name]
     report = run_index(public_channel.store, CHANNEL)
     for subdir in SUBDIRS:
-        assert public_channel.outputs(subdir) == OUR_OUTPUT_FILES, (subdir, report.to_dict())
+        assert public_channel.outputs(subdir) == set(PUBLISHED_FILES), (subdir, report.to_dict())
     for subdir in SUBDIRS:
         for name in removed:
             public_channel.client.delete_object(
                 Bucket=public_channel.bucket, Key=f"{CHANNEL}/{subdir}/{name}"
             )
-        assert public_channel.outputs(subdir) == OUR_OUTPUT_FILES - removed
+        assert public_channel.outputs(subdir) == set(PUBLISHED_FILES) - removed
 
     # The linux-64 package with the most dependencies, pinned so the solve has to pull them all in.
     target = max(

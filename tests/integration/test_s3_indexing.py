@@ -14,10 +14,10 @@ from rattler.index import S3Credentials, index_s3
 import reindexer.package_reader
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
-from reindexer.embedded_s3 import EmbeddedS3
+from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
 from reindexer.storage.s3 import S3Endpoint, S3Store
+from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests import package_factory
 from tests.common import sha256_hex, zstd_decompress
 from tests.integration.conftest import MOTO_BUCKET

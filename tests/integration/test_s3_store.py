@@ -9,8 +9,8 @@ import pytest
 
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
+from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.indexer import IndexOptions
-from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
 from reindexer.storage.s3 import S3Store
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError, UnreadableObjectError

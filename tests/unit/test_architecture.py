@@ -1,4 +1,5 @@
-"""The domain core stays free of AWS SDKs and S3 clients: only reindexer.storage.s3 and the CLI use them."""
+"""The domain core stays free of AWS SDKs and S3 clients (only reindexer.storage.s3 uses them), and nothing
+in the Lambda package reaches the local tools or their dependencies."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ CORE_MODULES = [
     "reindexer.indexer",
     "reindexer.store",
 ]
-ALLOWED_AWS_USERS = {"reindexer.storage.s3", "reindexer.cli"}
+ALLOWED_AWS_USERS = {"reindexer.storage.s3"}
 AWS_SDKS = {"boto3", "botocore", "obstore"}
 
 
@@ -109,3 +110,24 @@ def test_importing_the_indexer_and_local_store_loads_no_aws_sdk():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+LOCAL_ONLY = {"reindexer_cli", "moto", "tqdm"}
+
+
+def lambda_modules() -> list[str]:
+    return sorted(
+        "reindexer." + ".".join(path.relative_to(PACKAGE_DIR).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE_DIR.rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("module", lambda_modules())
+def test_lambda_package_never_imports_the_local_tools(module):
+    assert {name for name in imports_of(module) if name.split(".")[0] in LOCAL_ONLY} == set()
+
+
+def test_local_tools_check_sees_every_module_of_the_package():
+    assert {"reindexer.handlers.package_events", "reindexer.storage.s3", "reindexer.contract"} <= set(
+        lambda_modules()
+    )

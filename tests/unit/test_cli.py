@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from reindexer import cli, contract
-from reindexer.cli import main, parse_target
+from reindexer import contract
 from reindexer.indexer import IndexOptions
 from reindexer.store import StoreError
+from reindexer_cli import cli
+from reindexer_cli.cli import main, parse_target
 from tests.unit.helpers import channel_files, copy_channel, read_repodata
 
 SUBDIRS = ["linux-64", "noarch", "osx-arm64", "win-64"]

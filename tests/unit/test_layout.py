@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from reindexer.layout import PackageFilename, join_key, package_extension, parse_package_filename
+from reindexer.contract import join_key
+from reindexer.layout import PackageFilename, package_extension, parse_package_filename
 
 
 def test_parse_package_filename_keeps_dashes_in_the_name():

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reindexer.layout import join_key
+from reindexer.contract import join_key
 from reindexer.lease import LEASE_FILE, MAX_BACKOFF, Lease, LeaseBusyError, LeaseLostError, LeaseTerms
 from reindexer.storage.local import LocalStore
 from reindexer.store import TransientStoreError

@@ -16,8 +16,8 @@ import pytest
 from rattler.index import index_fs
 
 from devtools.sample_channel import SamplePackage, package_files
+from reindexer.contract import STATE_FILE
 from reindexer.indexer import IndexOptions, index_channel
-from reindexer.layout import STATE_FILE
 from reindexer.package_fetch import Gone, read_package
 from reindexer.publication import COMMIT_ATTEMPTS, PublishSettings
 from reindexer.shards import shard_path

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reindexer.layout import FOREIGN_INDEX_FILES, OUR_OUTPUT_FILES
+from reindexer.contract import PUBLISHED_FILES
+from reindexer.layout import FOREIGN_INDEX_FILES
 from reindexer.planner import adopt_repodata, listing_rejection, plan_subdir
 from reindexer.records import decode_record, encode_record, sort_record
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
@@ -132,7 +133,7 @@ def test_listing_rejection_accepts_valid_package_names():
     assert listing_rejection(B) is None
 
 
-@pytest.mark.parametrize("filename", sorted(OUR_OUTPUT_FILES | FOREIGN_INDEX_FILES))
+@pytest.mark.parametrize("filename", sorted({*PUBLISHED_FILES, *FOREIGN_INDEX_FILES}))
 def test_our_outputs_and_foreign_index_files_are_ignored(filename):
     plan = plan_subdir([obj(filename), obj(A)], SubdirState())
 

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reindexer.sqs_worker import (
+from reindexer_cli.sqs_worker import (
     LocalLambdaContext,
     failed_message_ids,
     poll_once,

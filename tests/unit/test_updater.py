@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from devtools.sample_channel import SamplePackage
+from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.indexer import IndexOptions
-from reindexer.layout import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
 from reindexer.reports import SubdirReport
 from reindexer.state import SubdirState
 from reindexer.storage.local import LocalStore

@@ -15,19 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .contract import ACCESS_MODES, DEFAULT_MAX_PACKAGE_MB, MAX_PACKAGE_MB_LIMIT, channel_prefix_problem
-from .indexer import DEFAULT_JOBS, IndexOptions, index_channel
-from .layout import KNOWN_SUBDIRS
-from .local_stack import DEFAULT_BUCKET as DEFAULT_LOCAL_BUCKET
-from .local_stack import DEFAULT_PORT as DEFAULT_LOCAL_PORT
-from .package_fetch import no_progress
-from .publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
-from .reports import ChannelReport
-from .store import Store, StoreError
+from reindexer import __version__
+from reindexer.contract import (
+    ACCESS_MODES,
+    DEFAULT_MAX_PACKAGE_MB,
+    LOCAL_BUCKET,
+    LOCAL_PORT,
+    MAX_PACKAGE_MB_LIMIT,
+    channel_prefix_problem,
+)
+from reindexer.indexer import DEFAULT_JOBS, IndexOptions, index_channel
+from reindexer.layout import KNOWN_SUBDIRS
+from reindexer.package_fetch import no_progress
+from reindexer.publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
+from reindexer.reports import ChannelReport
+from reindexer.store import Store, StoreError
 
 if TYPE_CHECKING:
-    from .storage.s3 import S3Store
+    from reindexer.storage.s3 import S3Store
 
 logger = logging.getLogger("reindexer")
 USAGE_ERROR = 2
@@ -56,7 +61,7 @@ def parse_target(text: str) -> Target:
 
 def open_store(target: Target, args: argparse.Namespace) -> Store:
     if target.folder is not None:
-        from .storage.local import LocalStore
+        from reindexer.storage.local import LocalStore
 
         return LocalStore(target.folder)
     assert target.bucket is not None
@@ -64,7 +69,7 @@ def open_store(target: Target, args: argparse.Namespace) -> Store:
 
 
 def _s3_store(bucket: str, args: argparse.Namespace) -> S3Store:
-    from .storage.s3 import S3Endpoint, S3Store
+    from reindexer.storage.s3 import S3Endpoint, S3Store
 
     found = S3Endpoint.from_environment(max_connections=getattr(args, "jobs", 1) + 4)
     endpoint = dataclasses.replace(
@@ -157,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "notifications and the queue as the CDK stack does, and index every upload and delete with the "
         "package-event handler. Prints 'ready: <endpoint>' once it is polling; Ctrl-C stops everything.",
     )
-    local.add_argument("--port", type=_port, default=DEFAULT_LOCAL_PORT, help=f"default {DEFAULT_LOCAL_PORT}")
-    local.add_argument("--bucket", default=DEFAULT_LOCAL_BUCKET, help=f"default {DEFAULT_LOCAL_BUCKET}")
+    local.add_argument("--port", type=_port, default=LOCAL_PORT, help=f"default {LOCAL_PORT}")
+    local.add_argument("--bucket", default=LOCAL_BUCKET, help=f"default {LOCAL_BUCKET}")
     local.add_argument("--access", choices=ACCESS_MODES, default="private", help="default private")
     local.add_argument(
         "--channel",

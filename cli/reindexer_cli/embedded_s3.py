@@ -1,10 +1,11 @@
 """An embedded S3 endpoint for local use and tests: moto's server in a child process, on loopback only.
 
-moto is a development dependency: it is imported by the child process, never by the Lambda code.
+moto comes with the `local` extra (pip install 'reindexer[local]'); only the child process imports it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -51,6 +52,10 @@ class EmbeddedS3:
         return self._process.pid if self._process else None
 
     def start(self) -> EmbeddedS3:
+        if importlib.util.find_spec("moto") is None:
+            raise RuntimeError(
+                "the embedded S3 server needs moto, which is not installed: pip install 'reindexer[local]'"
+            )
         command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

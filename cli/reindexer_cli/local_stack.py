@@ -16,26 +16,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import ACCESS_VARIABLE, BUCKET_VARIABLE, MAX_AGE_VARIABLE, PREFIXES_VARIABLE
-from .embedded_s3 import EmbeddedS3
-from .layout import join_key
+from reindexer.contract import (
+    ACCESS_VARIABLE,
+    BUCKET_VARIABLE,
+    DEFAULT_EVENT_TIMEOUT_SECONDS,
+    LOCAL_BUCKET,
+    LOCAL_PORT,
+    MAX_AGE_VARIABLE,
+    MAX_RECEIVE_COUNT,
+    METRICS_NAMESPACE_VARIABLE,
+    NOTIFIED_EVENTS,
+    PREFIXES_VARIABLE,
+    VISIBILITY_TIMEOUT_FACTOR,
+    join_key,
+    notification_filters,
+)
 
-DEFAULT_PORT = 9339
-DEFAULT_BUCKET = "conda-channel"
+from .embedded_s3 import EmbeddedS3
+
 QUEUE_NAME = "reindexer-package-events"
 DEAD_LETTER_QUEUE_NAME = "reindexer-package-events-dlq"
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
-NOTIFIED_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
-# The same figures as the CDK stack's defaults: 6x a 60 s function timeout, dead letters after 5 receives.
-VISIBILITY_TIMEOUT_SECONDS = 360
-MAX_RECEIVE_COUNT = 5
+# The stack's figures for its default function timeout.
+VISIBILITY_TIMEOUT_SECONDS = VISIBILITY_TIMEOUT_FACTOR * DEFAULT_EVENT_TIMEOUT_SECONDS
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
 class LocalSettings:
-    bucket: str = DEFAULT_BUCKET
+    bucket: str = LOCAL_BUCKET
     access: str = "private"
     channel_prefixes: tuple[str, ...] = ()
     repodata_max_age: int = 60
@@ -76,7 +85,7 @@ def public_read_policy(bucket: str) -> dict[str, Any]:
 
 def provision(endpoint_url: str, settings: LocalSettings) -> LocalStack:
     """Create the bucket, the queues and the notification route on the embedded endpoint."""
-    import boto3  # here, not at the top: `reindexer index` imports this module for its defaults
+    import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION)
@@ -111,15 +120,14 @@ def provision(endpoint_url: str, settings: LocalSettings) -> LocalStack:
 def notification_rules(queue_arn: str, channel_prefixes: Sequence[str]) -> list[Any]:
     """One rule per channel prefix, package suffix and event type, as the CDK stack configures them."""
     rules: list[Any] = []
-    for prefix in channel_prefixes or ("",):
-        for suffix in PACKAGE_SUFFIXES:
-            filters = [{"Name": "suffix", "Value": suffix}]
-            if prefix:
-                filters.insert(0, {"Name": "prefix", "Value": f"{prefix}/"})
-            for event in NOTIFIED_EVENTS:
-                rules.append(
-                    {"QueueArn": queue_arn, "Events": [event], "Filter": {"Key": {"FilterRules": filters}}}
-                )
+    for prefix, suffix in notification_filters(tuple(channel_prefixes)):
+        filters = [{"Name": "suffix", "Value": suffix}]
+        if prefix:
+            filters.insert(0, {"Name": "prefix", "Value": prefix})
+        for event in NOTIFIED_EVENTS:
+            rules.append(
+                {"QueueArn": queue_arn, "Events": [event], "Filter": {"Key": {"FilterRules": filters}}}
+            )
     return rules
 
 
@@ -134,7 +142,7 @@ def handler_environment(endpoint_url: str, settings: LocalSettings) -> dict[str,
         ACCESS_VARIABLE: settings.access,
         MAX_AGE_VARIABLE: str(settings.repodata_max_age),
         "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "ReindexerLocal",
+        METRICS_NAMESPACE_VARIABLE: "ReindexerLocal",
     }
     if settings.channel_prefixes:
         environment[PREFIXES_VARIABLE] = ",".join(settings.channel_prefixes)
@@ -142,7 +150,7 @@ def handler_environment(endpoint_url: str, settings: LocalSettings) -> dict[str,
 
 
 @contextmanager
-def running(settings: LocalSettings, port: int = DEFAULT_PORT) -> Iterator[LocalStack]:
+def running(settings: LocalSettings, port: int = LOCAL_PORT) -> Iterator[LocalStack]:
     """Start the endpoint, provision it and run the worker until the block ends; then stop everything."""
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -151,7 +159,8 @@ def running(settings: LocalSettings, port: int = DEFAULT_PORT) -> Iterator[Local
         os.environ.update(handler_environment(server.endpoint_url, settings))
         import boto3
 
-        from .handlers import package_events
+        from reindexer.handlers import package_events
+
         from .sqs_worker import run_worker
 
         sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, region_name=REGION)
@@ -173,7 +182,8 @@ def running(settings: LocalSettings, port: int = DEFAULT_PORT) -> Iterator[Local
 
 def run_full_reindex(channel: str) -> dict[str, Any]:
     """The full-reindex handler, invoked as the Lambda console would, against the running stack."""
-    from .handlers import full_reindex
+    from reindexer.handlers import full_reindex
+
     from .sqs_worker import LocalLambdaContext
 
     result: dict[str, Any] = full_reindex.handler({"channel": channel}, LocalLambdaContext())
