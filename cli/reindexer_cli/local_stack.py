@@ -184,7 +184,7 @@ def run_full_reindex(channel: str) -> dict[str, Any]:
     """The full-reindex handler, invoked as the Lambda console would, against the running stack."""
     from reindexer.handlers import full_reindex
 
-    from .sqs_worker import LocalLambdaContext
+    from .lambda_events import LocalLambdaContext
 
     result: dict[str, Any] = full_reindex.handler({"channel": channel}, LocalLambdaContext())
     return result

@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from .lambda_events import LocalLambdaContext, sqs_event, sqs_record
 
 logger = logging.getLogger(__name__)
 
@@ -19,38 +18,8 @@ ContextFactory = Callable[[], Any]
 
 MAX_BATCH = 10  # SQS hands out at most 10 messages per ReceiveMessage
 DEFAULT_WAIT_SECONDS = 20  # the longest long poll SQS allows
-DEFAULT_TIMEOUT = 900.0  # Lambda's longest function timeout
 ERROR_BACKOFF = 1.0
 MAX_ERROR_BACKOFF = 30.0
-
-
-@dataclass
-class LocalLambdaContext:
-    """The parts of Lambda's context object handlers and Powertools use; the clock starts at creation."""
-
-    function_name: str = "reindexer-local"
-    memory_limit_in_mb: int = 1024
-    timeout: float = DEFAULT_TIMEOUT
-    region: str = "us-east-1"
-    account_id: str = "123456789012"
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return f"local/{self.aws_request_id}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout - (time.monotonic() - self.started)) * 1000))
 
 
 def queue_arn(sqs: Any, queue_url: str) -> str:
@@ -61,25 +30,23 @@ def queue_arn(sqs: Any, queue_url: str) -> str:
 
 def to_lambda_event(messages: list[Mapping[str, Any]], source_arn: str, region: str) -> dict[str, Any]:
     """ReceiveMessage's messages as the event Lambda's SQS event source would invoke the function with."""
-    return {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message.get("Body", ""),
-                "attributes": dict(message.get("Attributes", {})),
-                "messageAttributes": {
+    return sqs_event(
+        *(
+            sqs_record(
+                message.get("Body", ""),
+                message_id=message["MessageId"],
+                receipt_handle=message["ReceiptHandle"],
+                attributes=message.get("Attributes", {}),
+                message_attributes={
                     name: _message_attribute(value)
                     for name, value in message.get("MessageAttributes", {}).items()
                 },
-                "md5OfBody": message.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": source_arn,
-                "awsRegion": region,
-            }
+                source_arn=source_arn,
+                region=region,
+            )
             for message in messages
-        ]
-    }
+        )
+    )
 
 
 def failed_message_ids(response: Any, message_ids: set[str]) -> set[str]:

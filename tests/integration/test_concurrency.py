@@ -26,7 +26,8 @@ from reindexer.lease import Lease, LeaseTerms
 from reindexer.reports import SubdirReport
 from reindexer.store import Store
 from reindexer_cli.embedded_s3 import EmbeddedS3
-from reindexer_cli.sqs_worker import LocalLambdaContext, queue_arn, run_worker
+from reindexer_cli.lambda_events import LocalLambdaContext
+from reindexer_cli.sqs_worker import queue_arn, run_worker
 from tests.common import queue_counts, sha256_hex
 from tests.integration.concurrency_checks import assert_noop_run, check_channel
 from tests.integration.helpers import s3_store

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from reindexer_cli.lambda_events import LocalLambdaContext
 from reindexer_cli.sqs_worker import (
-    LocalLambdaContext,
     failed_message_ids,
     poll_once,
     queue_arn,
