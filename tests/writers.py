@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import cast
 
 from reindexer.contract import join_key
-from reindexer.indexer import IndexOptions, index_subdir_locked
+from reindexer.indexer import index_subdir_locked
 from reindexer.lease import Lease
+from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
 from reindexer.store import Store
 

@@ -19,15 +19,15 @@ from reindexer import __version__
 from reindexer.contract import (
     ACCESS_MODES,
     DEFAULT_MAX_PACKAGE_MB,
+    DEFAULT_READ_JOBS,
     LOCAL_BUCKET,
     LOCAL_PORT,
     MAX_PACKAGE_MB_LIMIT,
     channel_prefix_problem,
 )
-from reindexer.indexer import DEFAULT_JOBS, IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.layout import KNOWN_SUBDIRS
-from reindexer.package_fetch import no_progress
-from reindexer.publication import DEFAULT_REPODATA_MAX_AGE, PublishSettings
+from reindexer.options import DEFAULT_REPODATA_MAX_AGE, IndexOptions, PublishSettings, no_progress
 from reindexer.reports import ChannelReport
 from reindexer.store import Store, StoreError
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--force", action="store_true", help="re-read every package and rewrite every output")
     index.add_argument("--dry-run", action="store_true", help="print the planned changes and write nothing")
-    index.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, help="parallel package reads")
+    index.add_argument("--jobs", type=_positive_int, default=DEFAULT_READ_JOBS, help="parallel package reads")
     index.add_argument(
         "--subdir",
         action="append",
@@ -278,7 +278,7 @@ def run_local(args: argparse.Namespace) -> int:
             describe(stack, settings, channels[0] if channels else "my-channel", print)
             if args.reindex:
                 for channel in channels:
-                    result = run_full_reindex(channel)
+                    result = run_full_reindex(stack, channel)
                     print(
                         f"full reindex of {channel or 'the bucket root'}: complete={result.get('complete')}"
                     )

@@ -13,8 +13,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from reindexer.contract import (
     ACCESS_VARIABLE,
@@ -33,6 +33,9 @@ from reindexer.contract import (
 )
 
 from .embedded_s3 import EmbeddedS3
+
+if TYPE_CHECKING:
+    from reindexer.handlers.wiring import Wiring
 
 QUEUE_NAME = "reindexer-package-events"
 DEAD_LETTER_QUEUE_NAME = "reindexer-package-events-dlq"
@@ -56,6 +59,8 @@ class LocalStack:
     bucket: str
     queue_url: str
     dead_letter_queue_url: str
+    # The handlers' wiring while the stack runs (settings from handler_environment, stores on the endpoint).
+    wiring: Wiring | None = None
 
 
 def public_read_policy(bucket: str) -> dict[str, Any]:
@@ -160,14 +165,17 @@ def running(settings: LocalSettings, port: int = LOCAL_PORT) -> Iterator[LocalSt
         import boto3
 
         from reindexer.handlers import package_events
+        from reindexer.handlers.wiring import Wiring
 
         from .sqs_worker import run_worker
 
+        wiring = Wiring.from_environment(os.environ)
+        stack = replace(stack, wiring=wiring)
         sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, region_name=REGION)
         stop = threading.Event()
         worker = threading.Thread(
             target=run_worker,
-            args=(stop, sqs, stack.queue_url, package_events.handler),
+            args=(stop, sqs, stack.queue_url, package_events.build_handler(wiring)),
             kwargs={"wait_seconds": 1},
             name="package-events-worker",
             daemon=True,
@@ -180,13 +188,16 @@ def running(settings: LocalSettings, port: int = LOCAL_PORT) -> Iterator[LocalSt
             worker.join(timeout=15)
 
 
-def run_full_reindex(channel: str) -> dict[str, Any]:
+def run_full_reindex(stack: LocalStack, channel: str) -> dict[str, Any]:
     """The full-reindex handler, invoked as the Lambda console would, against the running stack."""
     from reindexer.handlers import full_reindex
 
     from .lambda_events import LocalLambdaContext
 
-    result: dict[str, Any] = full_reindex.handler({"channel": channel}, LocalLambdaContext())
+    if stack.wiring is None:
+        raise RuntimeError("the local stack is not running")
+    handler = full_reindex.build_handler(stack.wiring)
+    result: dict[str, Any] = handler({"channel": channel}, LocalLambdaContext(function_name="full-reindex"))
     return result
 
 

@@ -25,7 +25,7 @@ from .contract import (
     bucket_name_problem,
     channel_prefix_problem,
 )
-from .publication import DEFAULT_REPODATA_MAX_AGE
+from .options import DEFAULT_REPODATA_MAX_AGE
 
 MAX_REPODATA_MAX_AGE = 31536000  # one year, the longest max-age caches are asked to honour
 DEFAULT_ACCESS = "public"

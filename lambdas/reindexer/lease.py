@@ -20,13 +20,13 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .contract import LEASE_FILE, join_key
+from .clock import SYSTEM_CLOCK, Clock
+from .contract import LEASE_FILE
 from .store import (
     ConditionUnsupportedError,
     NotFoundError,
@@ -35,6 +35,7 @@ from .store import (
     StoreError,
     TransientStoreError,
 )
+from .subdir_ref import SubdirRef
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +62,12 @@ class LeaseTerms:
 class Lease:
     """The lease on one subdir; use `hold()` as a context manager around the whole update."""
 
-    def __init__(
-        self,
-        store: Store,
-        prefix: str,
-        terms: LeaseTerms,
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.store = store
-        self.key = join_key(prefix, LEASE_FILE)
+    def __init__(self, subdir: SubdirRef, terms: LeaseTerms, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.store: Store = subdir.store
+        self.key = subdir.key(LEASE_FILE)
         self.terms = terms
         self.owner = uuid.uuid4().hex
         self._clock = clock
-        self._sleep = sleep
         self._etag: str | None = None
         self._expires_at = 0.0
         self._lost = False
@@ -97,24 +89,24 @@ class Lease:
             self.release()
 
     def acquire(self) -> None:
-        waited_since = time.monotonic()
+        waited_since = self._clock.monotonic()
         backoff = FIRST_BACKOFF
         while True:
             if self._try_acquire():
                 return
-            if time.monotonic() - waited_since >= self.terms.wait:
+            if self._clock.monotonic() - waited_since >= self.terms.wait:
                 location = self.store.describe(self.key)
                 raise LeaseBusyError(
                     f"{location}: another indexer held the subdir for over {self.terms.wait:.0f} s "
-                    f"(its lease runs {self._holder_expiry - self._clock():.0f} s more)"
+                    f"(its lease runs {self._holder_expiry - self._clock.time():.0f} s more)"
                 )
-            self._sleep(random.uniform(backoff / 2, backoff))
+            self._clock.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     def check(self) -> None:
         """Raise LeaseLostError unless the lease is still ours with time to spare for a commit."""
         with self._guard:
-            if self._lost or self._etag is None or self._clock() >= self._expires_at:
+            if self._lost or self._etag is None or self._clock.time() >= self._expires_at:
                 raise LeaseLostError(f"{self.store.describe(self.key)}: lease lost before the commit")
 
     def renew(self) -> None:
@@ -165,7 +157,7 @@ class Lease:
                 self._etag, self._expires_at, self._lost = current, self._expiry_of(data), False
             return True
         self._holder_expiry = self._expiry_of(data)
-        if self._holder_expiry > self._clock():
+        if self._holder_expiry > self._clock.time():
             return False
         try:
             with self._guard:
@@ -180,7 +172,7 @@ class Lease:
         self, *, if_match: str | None = None, if_none_match: bool = False, expires_at: float | None = None
     ) -> tuple[str, float]:
         if expires_at is None:
-            expires_at = self._clock() + self.terms.lifetime
+            expires_at = self._clock.time() + self.terms.lifetime
         body = json.dumps({"owner": self.owner, "expires_at": expires_at}).encode()
         etag = self.store.write(
             self.key,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from .layout import parse_package_filename
+from .options import IndexOptions
 from .package_reader import BadPackageError, PackageSpool, ReadResourceError
 from .planner import listing_rejection
 from .record_schema import RECORD_SCHEMA, RecordError
@@ -19,6 +17,7 @@ from .reports import one_line_reason
 from .shards import check_shardable
 from .state import IndexedPackage, RejectedFile
 from .store import NotFoundError, Store, StoredObject, StoreError, UnreadableObjectError
+from .subdir_ref import SubdirRef
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +40,6 @@ class Deferred:
 
 
 Outcome = IndexedPackage | RejectedFile | Gone | Failed | Deferred
-
-
-class ProgressFactory(Protocol):
-    """Opens a progress display for `total` package reads and yields the function that advances it."""
-
-    def __call__(self, label: str, total: int) -> AbstractContextManager[Callable[[], None]]: ...
-
-
-@contextmanager
-def no_progress(label: str, total: int) -> Iterator[Callable[[], None]]:
-    del label, total
-    yield lambda: None
 
 
 def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int) -> Outcome:
@@ -134,26 +121,23 @@ def recheck_records(
 
 
 def read_packages(
-    store: Store,
-    subdir: str,
-    objects: list[StoredObject],
-    *,
-    jobs: int,
-    max_size: int,
-    progress: ProgressFactory = no_progress,
-    deadline: float | None = None,
+    subdir: SubdirRef, objects: list[StoredObject], options: IndexOptions
 ) -> list[tuple[StoredObject, Outcome]]:
-    """Read packages in parallel; those not started before `deadline` (time.monotonic) are Deferred."""
+    """Read packages in parallel; those not started before the options' deadline are Deferred."""
     if not objects:
         return []
+    deadline, clock = options.deadline, options.clock
 
     def read(obj: StoredObject) -> Outcome:
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and clock.monotonic() >= deadline:
             return Deferred()
-        return read_package(store, subdir, obj, max_size=max_size)
+        return read_package(subdir.store, subdir.name, obj, max_size=options.max_package_bytes)
 
     results: list[tuple[StoredObject, Outcome]] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, progress(subdir, len(objects)) as advance:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool,
+        options.progress(subdir.name, len(objects)) as advance,
+    ):
         futures = {pool.submit(read, obj): obj for obj in objects}
         for future in as_completed(futures):
             results.append((futures[future], future.result()))

@@ -17,105 +17,70 @@ PreconditionFailedError and the whole transaction is retried from 1, so no updat
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from .contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
-from .lease import Lease, LeaseTerms
+from .clock import utc_now
+from .contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
+from .lease import Lease
+from .options import IndexOptions
 from .package_fetch import Deferred, Failed, Gone, Outcome
 from .repodata import compress_repodata, render_repodata
 from .reports import Rejection, SubdirReport
 from .shards import groups_to_render, render_shard, render_shard_index, shard_digest, shard_path
 from .state import IndexedPackage, RejectedFile, SubdirState
-from .store import FatalStoreError, NotFoundError, PreconditionFailedError, Store, StoredObject, StoreError
+from .store import FatalStoreError, NotFoundError, PreconditionFailedError, StoredObject, StoreError
+from .subdir_ref import SubdirRef
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPODATA_MAX_AGE = 60
 COMMIT_ATTEMPTS = 5
 SHARD_CACHE_CONTROL = "public, max-age=31536000, immutable"
 STATE_CACHE_CONTROL = "no-store"
 JSON_TYPE = "application/json"
 ZSTD_TYPE = "application/zstd"
-# Bump when the bytes we publish for the same records change, so existing channels get rewritten.
-OUTPUT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class PublishSettings:
-    """How outputs are written; a change of settings rewrites the outputs on the next full run."""
-
-    base_url: str | None = None
-    repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
-    # A channel that needs credentials: shared caches (CDNs, proxies) must not keep its index.
-    private: bool = False
-
-    def subdir_base_url(self, subdir: str) -> str | None:
-        """Clients fetch `base_url + filename`, so the channel-level URL gets the subdir appended."""
-        return f"{self.base_url.rstrip('/')}/{subdir}/" if self.base_url else None
-
-    @property
-    def repodata_cache_control(self) -> str:
-        return f"{'private' if self.private else 'public'}, max-age={self.repodata_max_age}"
-
-    def fingerprint(self) -> str:
-        return json.dumps(
-            {
-                "format": OUTPUT_FORMAT,
-                "base_url": self.base_url,
-                "max_age": self.repodata_max_age,
-                "private": self.private,
-            },
-            sort_keys=True,
-        )
 
 
 def run_transaction(
-    store: Store,
-    prefix: str,
-    subdir: str,
-    terms: LeaseTerms,
-    body: Callable[[Lease], SubdirReport],
+    subdir: SubdirRef, options: IndexOptions, body: Callable[[Lease], SubdirReport]
 ) -> SubdirReport:
     """Run `body` under the subdir's lease, again from the start whenever its commit loses a race."""
-    started = time.monotonic()
-    report = SubdirReport(subdir)
+    clock = options.clock
+    started = clock.monotonic()
+    report = SubdirReport(subdir.name)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            with Lease(store, prefix, terms).hold() as lease:
+            with Lease(subdir, options.lease, clock=clock).hold() as lease:
                 report = body(lease)
             report.attempts = attempt
             break
         except PreconditionFailedError as error:
-            logger.info("%s changed under us (attempt %d): %s", store.describe(prefix), attempt, error)
+            logger.info("%s changed under us (attempt %d): %s", subdir.describe(), attempt, error)
             report = SubdirReport(
-                subdir, attempts=attempt, error=f"gave up after {attempt} conflicting updates (last: {error})"
+                subdir.name,
+                attempts=attempt,
+                error=f"gave up after {attempt} conflicting updates (last: {error})",
             )
         except FatalStoreError:
             raise
         except StoreError as error:
-            report = SubdirReport(subdir, attempts=attempt, error=str(error))
+            report = SubdirReport(subdir.name, attempts=attempt, error=str(error))
             break
-    report.seconds = time.monotonic() - started
+    report.seconds = clock.monotonic() - started
     return report
 
 
-def load_state(store: Store, prefix: str) -> tuple[SubdirState | None, str | None]:
+def load_state(subdir: SubdirRef) -> tuple[SubdirState | None, str | None]:
     """The stored state and its ETag; an unreadable state is rebuilt (its ETag kept for the overwrite)."""
-    key = join_key(prefix, STATE_FILE)
     try:
-        data, etag = store.read(key)
+        data, etag = subdir.store.read(subdir.key(STATE_FILE))
     except NotFoundError:
         return None, None
     try:
         return SubdirState.from_bytes(data), etag
     except ValueError as error:
-        logger.warning("ignoring %s and rebuilding it: %s", store.describe(key), error)
+        logger.warning("ignoring %s and rebuilding it: %s", subdir.describe(STATE_FILE), error)
         return None, etag
 
 
@@ -159,17 +124,15 @@ def fold_outcomes(
 
 
 def publish_outputs(
-    store: Store,
-    prefix: str,
-    subdir: str,
+    subdir: SubdirRef,
     state: SubdirState,
     previous: SubdirState,
-    settings: PublishSettings,
+    options: IndexOptions,
     *,
-    jobs: int,
     rewrite_shards: bool = False,
 ) -> None:
     """Write shards that are new, then the shard index, repodata.json.zst and repodata.json."""
+    settings = options.settings
     records = state.records()
     digests, render = groups_to_render(
         records, previous.records(), previous.shards, everything=rewrite_shards
@@ -181,18 +144,19 @@ def publish_outputs(
         digests[name] = shard_digest(shard)
         if rewrite_shards or digests[name] not in published:
             new_shards[digests[name]] = shard
-    _write_shards(store, prefix, new_shards, jobs)
+    _write_shards(subdir, new_shards, options.jobs)
 
-    base_url = settings.subdir_base_url(subdir)
-    repodata = render_repodata(subdir, records, base_url)
+    base_url = settings.subdir_base_url(subdir.name)
+    repodata = render_repodata(subdir.name, records, base_url)
+    shard_index = render_shard_index(subdir.name, digests, utc_now(options.clock), base_url)
     outputs = {}
     for name, data, content_type in (
-        (SHARD_INDEX, render_shard_index(subdir, digests, datetime.now(UTC), base_url), ZSTD_TYPE),
+        (SHARD_INDEX, shard_index, ZSTD_TYPE),
         (REPODATA_ZST, compress_repodata(repodata), ZSTD_TYPE),
         (REPODATA_JSON, repodata, JSON_TYPE),
     ):
-        outputs[name] = store.write(
-            join_key(prefix, name),
+        outputs[name] = subdir.store.write(
+            subdir.key(name),
             data,
             content_type=content_type,
             cache_control=settings.repodata_cache_control,
@@ -202,11 +166,11 @@ def publish_outputs(
     state.settings = settings.fingerprint()
 
 
-def commit_state(store: Store, prefix: str, state: SubdirState, state_etag: str | None, lease: Lease) -> None:
+def commit_state(subdir: SubdirRef, state: SubdirState, state_etag: str | None, lease: Lease) -> None:
     """Make the new state current, unless another writer committed since we loaded it."""
     lease.check()
-    store.write(
-        join_key(prefix, STATE_FILE),
+    subdir.store.write(
+        subdir.key(STATE_FILE),
         state.to_bytes(),
         content_type=ZSTD_TYPE,
         cache_control=STATE_CACHE_CONTROL,
@@ -215,10 +179,10 @@ def commit_state(store: Store, prefix: str, state: SubdirState, state_etag: str 
     )
 
 
-def _write_shards(store: Store, prefix: str, shards: dict[str, bytes], jobs: int) -> None:
+def _write_shards(subdir: SubdirRef, shards: dict[str, bytes], jobs: int) -> None:
     def write(digest: str) -> None:
-        store.write(
-            join_key(prefix, shard_path(digest)),
+        subdir.store.write(
+            subdir.key(shard_path(digest)),
             shards[digest],
             content_type=ZSTD_TYPE,
             cache_control=SHARD_CACHE_CONTROL,

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .contract import REPODATA_JSON, join_key
-from .indexer import IndexOptions, index_subdir, index_subdir_locked
+from .contract import REPODATA_JSON
+from .indexer import index_subdir, index_subdir_locked
 from .lease import Lease
+from .options import IndexOptions
 from .package_fetch import Gone, read_packages, recheck_records
 from .planner import listing_rejection
 from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
@@ -23,47 +24,39 @@ from .record_schema import RECORD_SCHEMA
 from .reports import SubdirReport, one_line_reason
 from .state import RejectedFile
 from .store import Store, StoredObject, TransientStoreError, UnreadableObjectError
+from .subdir_ref import SubdirRef
 
 
 def update_subdir(
     store: Store, channel: str, subdir: str, filenames: Iterable[str], options: IndexOptions
 ) -> SubdirReport:
     """Bring the records of `filenames` (names inside the subdir folder) in line with the bucket."""
-    prefix = join_key(channel, subdir)
+    ref = SubdirRef(store, channel, subdir)
     names = sorted(set(filenames))
-    return run_transaction(
-        store,
-        prefix,
-        subdir,
-        options.lease,
-        lambda lease: _update_locked(store, channel, subdir, names, options, lease),
-    )
+    return run_transaction(ref, options, lambda lease: _update_locked(ref, names, options, lease))
 
 
-def _update_locked(
-    store: Store, channel: str, subdir: str, names: list[str], options: IndexOptions, lease: Lease
-) -> SubdirReport:
-    prefix = join_key(channel, subdir)
-    previous, state_etag = load_state(store, prefix)
+def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, lease: Lease) -> SubdirReport:
+    previous, state_etag = load_state(subdir)
     if previous is None:
         # A subdir seen for the first time, or whose state was lost: one full index from a listing builds it.
         # A new channel also needs noarch/repodata.json; it is made first, so if that fails this subdir is
         # not committed either and the redelivered event tries both again.
-        _ensure_noarch(store, channel, subdir, options)
-        return index_subdir_locked(store, prefix, subdir, options, lease)
+        _ensure_noarch(subdir, options)
+        return index_subdir_locked(subdir, options, lease)
 
     # Records kept under older rules are checked again first; what the events report then overrides them.
-    outcomes = recheck_records(previous.packages, subdir, previous.schema)
+    outcomes = recheck_records(previous.packages, subdir.name, previous.schema)
     to_read: list[StoredObject] = []
     for name in names:
-        key = join_key(prefix, name)
+        key = subdir.key(name)
         known = previous.packages.get(name) or previous.rejected.get(name)
         reason = listing_rejection(name)
         if known is None and reason is None:
             to_read.append(StoredObject(key, "", 0))  # new: one GET reads it, no HEAD first
             continue
         try:
-            current = store.head(key)
+            current = subdir.store.head(key)
         except UnreadableObjectError as error:
             outcomes.append((StoredObject(key, "", 0), RejectedFile("", 0, one_line_reason(str(error)))))
             continue
@@ -75,14 +68,7 @@ def _update_locked(
             outcomes.append((current, RejectedFile(current.etag, current.size, reason)))
         else:
             to_read.append(current)
-    outcomes += read_packages(
-        store,
-        subdir,
-        to_read,
-        jobs=options.jobs,
-        max_size=options.max_package_bytes,
-        deadline=options.deadline,
-    )
+    outcomes += read_packages(subdir, to_read, options)
 
     state = replace(
         previous,
@@ -90,22 +76,23 @@ def _update_locked(
         rejected=dict(previous.rejected),
         schema=RECORD_SCHEMA,
     )
-    report = SubdirReport(subdir)
+    report = SubdirReport(subdir.name)
     fold_outcomes(state, previous, outcomes, report)
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
     if state.packages != previous.packages:
-        publish_outputs(store, prefix, subdir, state, previous, options.settings, jobs=options.jobs)
+        publish_outputs(subdir, state, previous, options)
         report.written = True
     elif (state.rejected, state.schema) == (previous.rejected, previous.schema):
         return report
-    commit_state(store, prefix, state, state_etag, lease)
+    commit_state(subdir, state, state_etag, lease)
     return report
 
 
-def _ensure_noarch(store: Store, channel: str, subdir: str, options: IndexOptions) -> None:
+def _ensure_noarch(subdir: SubdirRef, options: IndexOptions) -> None:
     """Publish the (possibly empty) noarch index of a channel that has none yet."""
-    if subdir == "noarch" or store.head(join_key(channel, "noarch", REPODATA_JSON)) is not None:
+    noarch = SubdirRef(subdir.store, subdir.channel, "noarch")
+    if subdir.name == "noarch" or subdir.store.head(noarch.key(REPODATA_JSON)) is not None:
         return
-    report = index_subdir(store, channel, "noarch", options)
+    report = index_subdir(noarch, options)
     if report.error is not None:
         raise TransientStoreError(f"could not create the noarch index first: {report.error}")

@@ -17,8 +17,9 @@ import pytest
 
 from devtools.sample_channel import SamplePackage, package_files
 from reindexer.contract import STATE_FILE, join_key
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.lease import LEASE_FILE, LeaseTerms
+from reindexer.options import IndexOptions
 from reindexer.reports import ChannelReport
 from reindexer.storage.memory import CEPH_LIKE, IGNORES_CONDITIONS, MemoryStore
 from reindexer.store import Store, StoredObject, UnsafeStoreError

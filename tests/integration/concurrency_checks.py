@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import msgpack
 
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.layout import KNOWN_SUBDIRS, package_extension, parse_package_filename
 from reindexer.lease import LEASE_FILE
+from reindexer.options import IndexOptions
 from reindexer.reports import ChannelReport
 from reindexer.shards import shard_path
 from reindexer.state import SubdirState

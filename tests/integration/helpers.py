@@ -12,7 +12,8 @@ from typing import Any
 import msgpack
 
 from reindexer.contract import PACKAGE_SUFFIXES, join_key
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
+from reindexer.options import IndexOptions
 from reindexer.reports import ChannelReport
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from tests.common import zstd_decompress

@@ -23,8 +23,9 @@ from moto import mock_aws
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
 from reindexer.contract import join_key
 from reindexer.handlers import package_events, runtime
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.lease import LEASE_FILE, LeaseTerms
+from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
 from reindexer.storage.local import LocalStore
 from reindexer.store import PreconditionFailedError, Store, TransientStoreError

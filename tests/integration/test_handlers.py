@@ -29,8 +29,9 @@ from reindexer.handlers.package_events import (
     WAIT_SHARE,
     TransientIndexingError,
 )
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.notifications import MalformedEventError, parse_event
+from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
 from reindexer.storage.s3 import S3Store
 from reindexer.store import StoredObject, TransientStoreError

@@ -27,8 +27,9 @@ from rattler.exceptions import SolverError
 
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.contract import REPODATA_JSON, SHARD_INDEX
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.layout import parse_package_filename
+from reindexer.options import IndexOptions
 from reindexer.package_reader import MAX_ARCHIVE_MEMBERS, METADATA_MEMBER_LIMIT
 from reindexer.reports import MAX_REASON_LENGTH, ChannelReport
 from reindexer.storage.local import LocalStore

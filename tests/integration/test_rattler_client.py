@@ -25,8 +25,7 @@ from rattler import Gateway, SourceConfig, install, solve
 from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.contract import PUBLISHED_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
-from reindexer.indexer import IndexOptions
-from reindexer.publication import PublishSettings
+from reindexer.options import IndexOptions, PublishSettings
 from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests.common import sha256_hex
 from tests.integration.helpers import run_index, s3_store

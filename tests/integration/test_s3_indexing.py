@@ -15,7 +15,8 @@ import reindexer.package_reader
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
+from reindexer.options import IndexOptions
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests import package_factory

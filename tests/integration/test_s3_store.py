@@ -10,8 +10,8 @@ import pytest
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
-from reindexer.indexer import IndexOptions
-from reindexer.publication import SHARD_CACHE_CONTROL, PublishSettings
+from reindexer.options import IndexOptions, PublishSettings
+from reindexer.publication import SHARD_CACHE_CONTROL
 from reindexer.storage.s3 import S3Store
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError, UnreadableObjectError
 from tests.integration.conftest import MOTO_BUCKET

@@ -12,8 +12,9 @@ from typing import Any
 import msgpack
 
 from devtools.sample_channel import SamplePackage, build_packages
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
 from reindexer.layout import parse_package_filename
+from reindexer.options import IndexOptions
 from reindexer.package_reader import PackageSpool
 from reindexer.records import Record, build_record
 from reindexer.reports import ChannelReport

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reindexer import contract
-from reindexer.indexer import IndexOptions
+from reindexer.options import IndexOptions
 from reindexer.store import StoreError
 from reindexer_cli import cli
 from reindexer_cli.cli import main, parse_target

@@ -6,7 +6,7 @@ import pytest
 
 from reindexer import contract
 from reindexer.config import ConfigurationError, HandlerSettings
-from reindexer.publication import DEFAULT_REPODATA_MAX_AGE
+from reindexer.options import DEFAULT_REPODATA_MAX_AGE
 
 BUCKET = {contract.BUCKET_VARIABLE: "my-bucket"}
 

@@ -17,9 +17,10 @@ from rattler.index import index_fs
 
 from devtools.sample_channel import SamplePackage, package_files
 from reindexer.contract import STATE_FILE
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
+from reindexer.options import IndexOptions, PublishSettings
 from reindexer.package_fetch import Gone, read_package
-from reindexer.publication import COMMIT_ATTEMPTS, PublishSettings
+from reindexer.publication import COMMIT_ATTEMPTS
 from reindexer.shards import shard_path
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore

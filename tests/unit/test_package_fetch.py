@@ -15,7 +15,8 @@ from obstore import exceptions as obstore_errors
 
 import reindexer.package_fetch
 from reindexer.contract import STATE_FILE
-from reindexer.indexer import IndexOptions, index_channel
+from reindexer.indexer import index_channel
+from reindexer.options import IndexOptions
 from reindexer.package_fetch import Failed, read_package, recheck_records
 from reindexer.package_reader import PackageSpool, ReadResourceError, TempDiskBudget
 from reindexer.records import encode_record

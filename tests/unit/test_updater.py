@@ -12,7 +12,7 @@ import pytest
 
 from devtools.sample_channel import SamplePackage
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
-from reindexer.indexer import IndexOptions
+from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
 from reindexer.state import SubdirState
 from reindexer.storage.local import LocalStore

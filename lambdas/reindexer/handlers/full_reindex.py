@@ -14,23 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..contract import channel_prefix_problem
+from ..config import HandlerSettings
+from ..contract import Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
 from ..store import StoreError
-from .runtime import (
-    LambdaContext,
-    TimeBudget,
-    index_options,
-    logger,
-    metrics,
-    quoted,
-    seconds_left,
-    settings,
-    store_for,
-    tracer,
-)
+from .runtime import logger, metrics, quoted, seconds_left, tracer
+from .wiring import Handler, LambdaEntry, Wiring
 
 # Reading may use 70 % of the invocation; the rest is left to publish and commit what was read.
 READ_SHARE = 0.7
@@ -50,14 +42,14 @@ class FullReindexRequest:
     dry_run: bool
 
     @classmethod
-    def from_event(cls, event: Any) -> FullReindexRequest:
+    def from_event(cls, event: Any, settings: HandlerSettings) -> FullReindexRequest:
         if not isinstance(event, dict):
             raise BadRequestError('the event must be a JSON object such as {"channel": "my-channel"}')
         unknown = set(event) - {"bucket", "channel", "subdirs", "force", "dry_run"}
         if unknown:
             raise BadRequestError(f"unknown field(s) {quoted(', '.join(sorted(map(str, unknown))))}")
-        channel = _channel(event.get("channel"))
-        bucket = settings().bucket
+        channel = _channel(event.get("channel"), settings)
+        bucket = settings.bucket
         if "bucket" in event and event["bucket"] != bucket:
             raise BadRequestError(
                 f'"bucket" {quoted(event["bucket"])} is not this function\'s CHANNEL_BUCKET {bucket!r}; '
@@ -81,52 +73,65 @@ class FullReindexRequest:
         )
 
 
-def _channel(value: object) -> str:
+def _channel(value: object, settings: HandlerSettings) -> str:
     if not isinstance(value, str):
         raise BadRequestError('"channel" is required: the channel prefix, or "" for the bucket root')
     channel = value.strip("/")  # '/org/dev/' is forgiven; 'org//dev' and '../x' are not
     if problem := channel_prefix_problem(channel):
         raise BadRequestError(f"channel {quoted(channel)} {problem}")
-    if not settings().manages(channel):
+    if not settings.manages(channel):
         raise BadRequestError(f"channel {quoted(channel)} is not one of CHANNEL_PREFIXES")
     return channel
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    budget = TimeBudget.starting_now(seconds_left(context), READ_SHARE, WAIT_SHARE)
+def build_handler(wiring: Wiring) -> Handler:
+    """The full-reindex handler over `wiring`'s settings, stores and clock."""
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return handle_full_reindex(event, context, wiring)
+
+    return handler
+
+
+handler = LambdaEntry(build_handler)
+
+
+def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: Wiring) -> dict[str, Any]:
+    budget = wiring.budget(seconds_left(context), READ_SHARE, WAIT_SHARE)
     try:
-        request = FullReindexRequest.from_event(event)
+        request = FullReindexRequest.from_event(event, wiring.settings)
     except BadRequestError as error:
         logger.error(f"bad full-reindex request: {error}")
-        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.INVALID_REQUESTS, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": str(error)}
-    options = index_options(budget, subdirs=request.subdirs, force=request.force, dry_run=request.dry_run)
+    options = wiring.index_options(
+        budget, subdirs=request.subdirs, force=request.force, dry_run=request.dry_run
+    )
     target = f"s3://{request.bucket}/{request.channel}"
     try:
-        report = index_channel(store_for(request.bucket), request.channel, options)
+        report = index_channel(wiring.store(request.bucket), request.channel, options)
     except StoreError as error:
         logger.error(f"full reindex of {target} failed: {error}")
-        metrics.add_metric(name="SubdirUpdateFailures", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": str(error)}
     except Exception as error:  # a bug: answer in one line and keep the traceback for the log
         logger.exception(f"full reindex of {target} crashed")
-        metrics.add_metric(name="SubdirUpdateFailures", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": _crash_reason(error)}
     for name, subdir in sorted(report.subdirs.items()):
         logger.info(
             "subdir reindexed",
             extra={"bucket": request.bucket, "channel": request.channel, "subdir": name, **subdir.to_dict()},
         )
+        count = MetricUnit.Count
+        metrics.add_metric(name=Metric.PACKAGES_INDEXED, unit=count, value=len(subdir.added + subdir.updated))
+        metrics.add_metric(name=Metric.PACKAGES_REMOVED, unit=count, value=len(subdir.removed))
+        metrics.add_metric(name=Metric.PACKAGES_REJECTED, unit=count, value=len(subdir.rejected))
         metrics.add_metric(
-            name="PackagesIndexed", unit=MetricUnit.Count, value=len(subdir.added + subdir.updated)
-        )
-        metrics.add_metric(name="PackagesRemoved", unit=MetricUnit.Count, value=len(subdir.removed))
-        metrics.add_metric(name="PackagesRejected", unit=MetricUnit.Count, value=len(subdir.rejected))
-        metrics.add_metric(
-            name="SubdirUpdateFailures", unit=MetricUnit.Count, value=int(subdir.error is not None)
+            name=Metric.SUBDIR_UPDATE_FAILURES, unit=count, value=int(subdir.error is not None)
         )
     return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
 

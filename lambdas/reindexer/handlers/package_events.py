@@ -31,28 +31,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..contract import channel_prefix_problem
+from ..clock import utc_now
+from ..config import HandlerSettings
+from ..contract import Metric, channel_prefix_problem
 from ..notifications import ObjectNotice, PackageLocation, locate, parse_event
 from ..reports import SubdirReport
 from ..store import StoreError
 from ..updater import update_subdir
-from .runtime import (
-    LambdaContext,
-    TimeBudget,
-    index_options,
-    logger,
-    metrics,
-    quoted,
-    seconds_left,
-    settings,
-    store_for,
-    tracer,
-)
+from .runtime import logger, metrics, quoted, seconds_left, tracer
+from .wiring import Handler, LambdaEntry, TimeBudget, Wiring
 
 # Reading packages may use 60 % of an update's budget, waiting for a busy subdir half of it.
 READ_SHARE = 0.6
@@ -92,16 +85,28 @@ class SubdirBatch:
         return f"{self.channel}/{self.subdir}" if self.channel else self.subdir
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def build_handler(wiring: Wiring) -> Handler:
+    """The package-event handler over `wiring`'s settings, stores and clock."""
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return handle_package_events(event, context, wiring)
+
+    return handler
+
+
+handler = LambdaEntry(build_handler)
+
+
+def handle_package_events(event: dict[str, Any], context: LambdaContext, wiring: Wiring) -> dict[str, Any]:
     parsed = parse_event(event)
     for message_id, reason in parsed.malformed:
         logger.warning("ignored a malformed message", extra={"message_id": message_id, "reason": reason})
-    metrics.add_metric(name="NoticesReceived", unit=MetricUnit.Count, value=len(parsed.notices))
-    batches = _group(parsed.notices)
-    retry = _update_in_time(batches, context)
+    metrics.add_metric(name=Metric.NOTICES_RECEIVED, unit=MetricUnit.Count, value=len(parsed.notices))
+    batches = _group(parsed.notices, wiring.settings)
+    retry = _update_in_time(batches, context, wiring)
     if parsed.from_sqs:
         failures = sorted(set().union(*retry.values())) if retry else []
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
@@ -111,39 +116,38 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {"subdirs": len(batches)}
 
 
-def _group(notices: list[ObjectNotice]) -> dict[SubdirKey, SubdirBatch]:
+def _group(notices: list[ObjectNotice], settings: HandlerSettings) -> dict[SubdirKey, SubdirBatch]:
     """The notices worth acting on, by subdir; the others are counted by reason in one log line."""
-    bucket = settings().bucket
     batches: dict[SubdirKey, SubdirBatch] = {}
     ignored: defaultdict[str, int] = defaultdict(int)
     for notice in notices:
-        location = _location_to_update(notice, bucket)
+        location = _location_to_update(notice, settings)
         if isinstance(location, str):
             ignored[location] += 1
             continue
         key = (location.channel, location.subdir)
-        batches.setdefault(key, SubdirBatch(bucket, *key)).add(location, notice)
+        batches.setdefault(key, SubdirBatch(settings.bucket, *key)).add(location, notice)
     if ignored:
         logger.info("ignored notices", extra={"ignored": dict(ignored)})
     return batches
 
 
-def _location_to_update(notice: ObjectNotice, bucket: str) -> PackageLocation | str:
+def _location_to_update(notice: ObjectNotice, settings: HandlerSettings) -> PackageLocation | str:
     """Where the noticed package is, or why the notice is to be ignored."""
-    if notice.bucket != bucket:
+    if notice.bucket != settings.bucket:
         return f"bucket {quoted(notice.bucket)} is not CHANNEL_BUCKET"
     location = locate(notice.key)
     if location is None:
         return "not a package in a known subdir"
     if problem := channel_prefix_problem(location.channel):
         return f"channel {problem}"
-    if not settings().manages(location.channel):
+    if not settings.manages(location.channel):
         return "channel not in CHANNEL_PREFIXES"
     return location
 
 
 def _update_in_time(
-    batches: dict[SubdirKey, SubdirBatch], context: LambdaContext
+    batches: dict[SubdirKey, SubdirBatch], context: LambdaContext, wiring: Wiring
 ) -> dict[SubdirKey, set[str]]:
     """Update the subdirs in the order their notices came while there is time (see the module docstring);
     return the message ids to deliver again, by subdir."""
@@ -157,7 +161,7 @@ def _update_in_time(
             not_started.append(batch.name)
             retry[key] = batch.message_ids(set(batch.filenames))
             continue
-        unfinished = _update(batch, TimeBudget.starting_now(available, READ_SHARE, WAIT_SHARE))
+        unfinished = _update(batch, wiring.budget(available, READ_SHARE, WAIT_SHARE), wiring)
         longest = max(longest, before - seconds_left(context))
         if unfinished:
             retry[key] = batch.message_ids(unfinished)
@@ -166,16 +170,20 @@ def _update_in_time(
             "subdirs not started for lack of time",
             extra={"subdirs": not_started, "seconds_left": seconds_left(context), "longest_update": longest},
         )
-        metrics.add_metric(name="SubdirsPostponed", unit=MetricUnit.Count, value=len(not_started))
+        metrics.add_metric(name=Metric.SUBDIRS_POSTPONED, unit=MetricUnit.Count, value=len(not_started))
     return retry
 
 
 @tracer.capture_method
-def _update(batch: SubdirBatch, budget: TimeBudget) -> set[str]:
+def _update(batch: SubdirBatch, budget: TimeBudget, wiring: Wiring) -> set[str]:
     """Update one subdir; return the files whose notices must be delivered again."""
     try:
         report = update_subdir(
-            store_for(batch.bucket), batch.channel, batch.subdir, batch.filenames, index_options(budget)
+            wiring.store(batch.bucket),
+            batch.channel,
+            batch.subdir,
+            batch.filenames,
+            wiring.index_options(budget),
         )
     except StoreError as error:  # fatal ones (access denied, no bucket) too: the operator may fix them
         report = SubdirReport(batch.subdir, error=str(error))
@@ -183,15 +191,15 @@ def _update(batch: SubdirBatch, budget: TimeBudget) -> set[str]:
         report = SubdirReport(
             batch.subdir, error=f"internal error ({type(error).__name__}); the traceback is in the log"
         )
-        _observe(batch, report, crashed=True)  # inside the except block, so the log line has the traceback
+        _observe(batch, report, wiring, crashed=True)  # in the except block: the log line has the traceback
         return set(batch.filenames)
-    _observe(batch, report)
+    _observe(batch, report, wiring)
     if report.error:
         return set(batch.filenames)
     return {failure.file for failure in report.failed} | set(report.deferred)
 
 
-def _observe(batch: SubdirBatch, report: SubdirReport, *, crashed: bool = False) -> None:
+def _observe(batch: SubdirBatch, report: SubdirReport, wiring: Wiring, *, crashed: bool = False) -> None:
     """One log line and the metrics of one subdir update."""
     in_batch = set(batch.filenames)
     rejected = [r.to_dict() for r in report.rejected if r.file in in_batch]
@@ -214,16 +222,17 @@ def _observe(batch: SubdirBatch, report: SubdirReport, *, crashed: bool = False)
             "error": report.error,
         },
     )
+    count = MetricUnit.Count
     metrics.add_metric(
-        name="PackagesIndexed", unit=MetricUnit.Count, value=len(report.added) + len(report.updated)
+        name=Metric.PACKAGES_INDEXED, unit=count, value=len(report.added) + len(report.updated)
     )
-    metrics.add_metric(name="PackagesRemoved", unit=MetricUnit.Count, value=len(report.removed))
-    metrics.add_metric(name="PackagesRejected", unit=MetricUnit.Count, value=len(rejected))
-    metrics.add_metric(name="ReadFailures", unit=MetricUnit.Count, value=len(report.failed))
-    metrics.add_metric(name="CommitConflicts", unit=MetricUnit.Count, value=max(0, report.attempts - 1))
-    metrics.add_metric(
-        name="SubdirUpdateFailures", unit=MetricUnit.Count, value=int(report.error is not None)
-    )
+    metrics.add_metric(name=Metric.PACKAGES_REMOVED, unit=count, value=len(report.removed))
+    metrics.add_metric(name=Metric.PACKAGES_REJECTED, unit=count, value=len(rejected))
+    metrics.add_metric(name=Metric.READ_FAILURES, unit=count, value=len(report.failed))
+    metrics.add_metric(name=Metric.COMMIT_CONFLICTS, unit=count, value=max(0, report.attempts - 1))
+    metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=count, value=int(report.error is not None))
     if report.written and batch.first_event is not None:
-        latency = (datetime.now(UTC) - batch.first_event).total_seconds() * 1000
-        metrics.add_metric(name="PublicationLatency", unit=MetricUnit.Milliseconds, value=max(0.0, latency))
+        latency = (utc_now(wiring.clock) - batch.first_event).total_seconds() * 1000
+        metrics.add_metric(
+            name=Metric.PUBLICATION_LATENCY, unit=MetricUnit.Milliseconds, value=max(0.0, latency)
+        )

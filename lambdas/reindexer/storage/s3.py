@@ -14,7 +14,7 @@ import functools
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,11 +75,13 @@ class S3Endpoint:
     max_connections: int = 10
 
     @classmethod
-    def from_environment(cls, *, max_connections: int = 10) -> S3Endpoint:
+    def from_environment(
+        cls, environ: Mapping[str, str] = os.environ, *, max_connections: int = 10
+    ) -> S3Endpoint:
         """AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL as the AWS SDKs read them, and AWS_REGION, which Lambda
         sets to its own region (the stack's bucket is in it)."""
-        url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-        region = os.environ.get("AWS_REGION") or None
+        url = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+        region = environ.get("AWS_REGION") or None
         return cls(url=url, region=region, path_style=url is not None, max_connections=max_connections)
 
 

@@ -1,0 +1,108 @@
+"""The handlers' composition root: settings, a store per bucket and a clock in one object, built from the
+environment once per container (a test builds one from its own parts), and the time budgets it gives work.
+
+`LambdaEntry` is what Lambda calls by name: it builds the wiring on the first invocation, so a bad setting
+fails that invocation with one clear line, and keeps it (and the stores' probed conditions) after that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import ConfigurationError, HandlerSettings
+from ..lease import LeaseTerms
+from ..options import IndexOptions, PublishSettings
+from ..storage.s3 import S3Endpoint, S3Store
+from ..store import Store
+from .runtime import logger
+
+# A lease outlives the invocation that holds it, as the lease protocol requires.
+LEASE_SLACK_SECONDS = 60.0
+
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """The time one piece of work may take: `seconds` from `started` (the wiring clock's monotonic time).
+
+    No package read starts after `read_share` of it and a subdir held by another indexer is waited for at
+    most `wait_share` of it; the rest is left to publish and commit. The lease lives `lease_slack` seconds
+    past the budget's end.
+    """
+
+    started: float
+    seconds: float
+    read_share: float
+    wait_share: float
+    lease_slack: float = LEASE_SLACK_SECONDS
+
+    @property
+    def read_deadline(self) -> float:
+        return self.started + self.seconds * self.read_share
+
+    def lease_terms(self) -> LeaseTerms:
+        return LeaseTerms(lifetime=self.seconds + self.lease_slack, wait=self.seconds * self.wait_share)
+
+
+@dataclass
+class Wiring:
+    settings: HandlerSettings
+    open_store: Callable[[str], Store]
+    clock: Clock = SYSTEM_CLOCK
+    lease_slack: float = LEASE_SLACK_SECONDS
+    _stores: dict[str, Store] = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Wiring:
+        """The deployed wiring: settings from the stack's variables, S3 stores at the SDKs' endpoint."""
+        settings = HandlerSettings.from_environment(environ)
+        endpoint = S3Endpoint.from_environment(environ, max_connections=settings.read_jobs + 4)
+        return cls(settings, lambda bucket: S3Store(bucket, endpoint))
+
+    def store(self, bucket: str) -> Store:
+        """The bucket's store, kept for the wiring's life: what the bucket honours of conditional requests
+        is probed (or read from its cached answer) once per container, not per invocation."""
+        if bucket not in self._stores:
+            self._stores[bucket] = self.open_store(bucket)
+        return self._stores[bucket]
+
+    def budget(self, seconds: float, read_share: float, wait_share: float) -> TimeBudget:
+        """A budget of `seconds` starting now."""
+        return TimeBudget(self.clock.monotonic(), max(0.0, seconds), read_share, wait_share, self.lease_slack)
+
+    def index_options(self, budget: TimeBudget, **choices: Any) -> IndexOptions:
+        settings = self.settings
+        return IndexOptions(
+            jobs=settings.read_jobs,
+            settings=PublishSettings(repodata_max_age=settings.repodata_max_age, private=settings.private),
+            lease=budget.lease_terms(),
+            deadline=budget.read_deadline,
+            max_package_bytes=settings.max_package_bytes,
+            clock=self.clock,
+            **choices,
+        )
+
+
+class LambdaEntry:
+    """A handler as Lambda calls it: built by `build` from the environment's wiring at first use, kept."""
+
+    def __init__(self, build: Callable[[Wiring], Handler]) -> None:
+        self._build = build
+        self._handler: Handler | None = None
+
+    def __call__(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if self._handler is None:
+            try:
+                wiring = Wiring.from_environment(os.environ)
+            except ConfigurationError as error:
+                logger.error(f"configuration error: {error}")
+                raise
+            self._handler = self._build(wiring)
+        return self._handler(event, context)
