@@ -152,7 +152,8 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     in_subdirs = (*PUBLISHED_FILES, f"{SHARDS_FOLDER}/*", f"{STATE_FOLDER}/*")
     probes = f"{PROBE_KEY_PREFIX}*"
     return ObjectGrants(
-        read=(*(join_key(channel, "*") for channel in channels), STORE_CONDITIONS_KEY),
+        # The probe reads back its scratch object (HEAD is authorized as s3:GetObject).
+        read=(*(join_key(channel, "*") for channel in channels), STORE_CONDITIONS_KEY, probes),
         write=(
             *(join_key(channel, "*", key) for channel in channels for key in in_subdirs),
             probes,

@@ -60,15 +60,9 @@ REQUEST_ACTIONS = {
     "ListObjectsV2": LIST_BUCKET,
 }
 PACKAGE_TYPE = "application/octet-stream"
-# Found by this file: the store probe HEADs its scratch key (.reindexer/probe-*), which S3 authorizes as
-# s3:GetObject, but contract.indexer_grants() lets the functions read it only when a channel is the bucket
-# root (through '*'). With channel prefixes, every probe, so the first conditional write of every function
-# on a new bucket (and each weekly re-probe), fails with 403. Strict: once the grant is fixed these pass, and
-# the marker must go.
-PROBE_HEAD_NOT_GRANTED = pytest.mark.xfail(
-    strict=True, reason="the roles cannot s3:GetObject .reindexer/probe-* when the stack has channel prefixes"
-)
-MODES_AS_SYNTHESIZED = ["private", pytest.param("public", marks=PROBE_HEAD_NOT_GRANTED)]
+# One channel at the bucket root ('*' grants cover the bucket-level keys too) and two channel prefixes
+# (they do not): this file found that the probe's HEAD of .reindexer/probe-* was not granted with prefixes.
+MODES_AS_SYNTHESIZED = ["private", "public"]
 
 
 # --- the roles' grants, read from the template ------------------------------------------------------------
