@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import launcher as launcher_module
+
 CHILD_TIMEOUT = 1800.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -28,33 +31,25 @@ class ChildRun:
     stderr: str
 
 
-# wait4 in this process would not give a child's own peak RSS: Linux carries the RSS high-water mark of
-# the process that spawns across (v)fork and exec, so every child would report at least this process's RSS
-# (moto holds the whole bucket contents here). A small launcher interpreter spawns the measured command
-# instead and reports what wait4 says of it; the figure then includes at most the launcher's ~10 MB.
-LAUNCHER_SCRIPT = """
-import json, os, subprocess, sys, threading, time
-command, stdout_path, stderr_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-timeout = float(sys.argv[4])
-with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    timer.cancel()
-print(json.dumps({
-    "exit_code": os.waitstatus_to_exitcode(status),
-    "seconds": seconds,
-    "cpu_seconds": usage.ru_utime + usage.ru_stime,
-    "peak_rss_mb": usage.ru_maxrss / 1024,
-}))
-"""
+def module_command(module: str, *args: str) -> list[str]:
+    """A module of this project (bench.launcher, ...) run as a program by this Python."""
+    return [sys.executable, "-m", module, *args]
+
+
+def with_project_path(env: dict[str, str]) -> dict[str, str]:
+    """The environment with the project's root first on PYTHONPATH, so that a child can run `-m bench.…`
+    from any working folder (and pass that on to the command it runs)."""
+    paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
+    if str(PROJECT_ROOT) in paths:
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *paths])}
 
 
 def run_child(command: Sequence[str], env: dict[str, str], timeout: float = CHILD_TIMEOUT) -> ChildRun:
-    """Run a command to completion; its wall time and its own peak RSS (from wait4, not RUSAGE_CHILDREN)."""
+    """Run a command to completion; its wall time and its own peak RSS (from wait4, not RUSAGE_CHILDREN).
+
+    The project's root is added to the child's PYTHONPATH (with_project_path)."""
+    env = with_project_path(env)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
@@ -90,10 +85,11 @@ def run_child(command: Sequence[str], env: dict[str, str], timeout: float = CHIL
 
 
 def run_measured(command: Sequence[str], env: dict[str, str], timeout: float = CHILD_TIMEOUT) -> ChildRun:
-    """Run a command to completion through the launcher: its wall time and its own peak RSS (wait4)."""
+    """Run a command to completion through the launcher (bench.launcher): its wall time and its own peak
+    RSS (wait4). The command inherits the launcher's environment, `env` with the project on PYTHONPATH."""
     with tempfile.TemporaryDirectory(prefix="bench-child-") as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-        launcher = [sys.executable, "-c", LAUNCHER_SCRIPT, json.dumps(list(command)), str(out), str(err)]
+        launcher = module_command(launcher_module.__name__, json.dumps(list(command)), str(out), str(err))
         launched = run_child([*launcher, str(timeout)], env, timeout=timeout + 60)
         stdout = out.read_text(errors="replace") if out.exists() else ""
         stderr = err.read_text(errors="replace") if err.exists() else ""
@@ -131,4 +127,12 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value

@@ -6,8 +6,8 @@ On one counting moto S3 server, three subdirs are prepared and then receive one 
   rattler-index, whose no-op run is the yardstick for the handler's wall time);
 - `large/linux-64`: 100,000 synthetic records, published in-process through the real publication path.
 For each, the handler (reindexer.handlers.package_events.handler) runs in a child process on an SQS-shaped
-event, so its wall time, the S3 requests it sends and its own peak RSS (os.wait4, see LAUNCHER_SCRIPT) can
-be measured.
+event (bench.handler_child), so its wall time, the S3 requests it sends and its own peak RSS (os.wait4, see
+bench.launcher) can be measured.
 The figures are printed and written to .bench/events-bench.json; a missed target prints FAIL but the exit
 code stays 0 (this is a report).
 """
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
-from bench.children import ChildRun, last_json_line, positive_int, run_child, run_measured
+from bench import handler_child
+from bench.children import ChildRun, last_json_line, module_command, positive_int, run_child, run_measured
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -44,31 +45,26 @@ from bench.counting_s3 import (
     PUT,
     CountingS3Server,
 )
-from bench.run import (
-    RATTLER_DONE,
-    RATTLER_SCRIPT,
-    REGION,
-    UPLOAD_THREADS,
-    _child_env,
-    _client,
-    _reindexer_command,
-)
+from bench.report import Check, add_results_argument, print_checks, print_table, tail, write_results
+from bench.s3_access import REGION, UPLOAD_THREADS, child_env, s3_client
+from bench.tools import rattler_index_command, rattler_index_finished, reindexer_command
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
 from reindexer.contract import REPODATA_JSON, join_key
-from reindexer.lease import Lease, LeaseTerms
-from reindexer.publication import PublishSettings, commit_state, publish_outputs, run_transaction
+from reindexer.lease import Lease
+from reindexer.options import IndexOptions
+from reindexer.publication import commit_state, publish_outputs, run_transaction
 from reindexer.record_schema import RECORD_SCHEMA
 from reindexer.records import encode_record, sort_record
 from reindexer.reports import SubdirReport
 from reindexer.state import IndexedPackage, SubdirState
 from reindexer.storage.s3 import S3Credentials, S3Endpoint, S3Store
+from reindexer.subdir_ref import SubdirRef
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_FILE = REPO_ROOT / ".bench" / "events-bench.json"
+RESULTS_NAME = "events-bench.json"
 REINDEXER_BUCKET = "events-reindexer"
 RATTLER_BUCKET = "events-rattler"
 SUBDIR = "linux-64"
@@ -84,78 +80,6 @@ MAX_HANDLER_RATIO = 0.25
 MAX_RSS_MB = 512.0
 LAMBDA_MEMORY_MB = 512  # what the fake context reports; the handler only logs it
 TABLE_KINDS = (LIST, GET_PACKAGE, GET_OTHER, "HEAD", PUT, DELETE)
-
-# Runs in a fresh interpreter so that its peak RSS is the handler's own (plus the imports a Lambda pays).
-# argv: event file, result file, "1" to profile the handler call with cProfile.
-HANDLER_SCRIPT = """
-import json, sys, time
-started = time.perf_counter()
-from reindexer.handlers.package_events import handler
-from reindexer.handlers.runtime import store_for
-imported = time.perf_counter()
-event_path, result_path, profile = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-
-
-class Context:
-    function_name = "bench-package-events"
-    function_version = "$LATEST"
-    memory_limit_in_mb = int(sys.argv[4])
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-package-events"
-    aws_request_id = "bench-" + str(int(time.time() * 1000))
-    log_group_name = "/aws/lambda/bench-package-events"
-    log_stream_name = "bench"
-
-    def __init__(self, seconds):
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self):
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-with open(event_path) as file:
-    event = json.load(file)
-bucket = json.loads(event["Records"][0]["body"])["Records"][0]["s3"]["bucket"]["name"]
-
-
-def high_water_mb():
-    # This process's own peak RSS (VmHWM, in kB), a cross-check of what wait4 reports for it.
-    with open("/proc/self/status") as file:
-        return next(int(line.split()[1]) for line in file if line.startswith("VmHWM:")) / 1024
-
-
-rss_before = high_water_mb()
-context = Context(float(sys.argv[5]))
-profiler = None
-if profile:
-    import cProfile
-    profiler = cProfile.Profile()
-began = time.perf_counter()
-if profiler:
-    profiler.enable()
-response = handler(event, context)
-if profiler:
-    profiler.disable()
-handler_seconds = time.perf_counter() - began
-hot_spots = ""
-if profiler:
-    import io, pstats
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
-    text.write("\\n")
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
-    hot_spots = text.getvalue()
-result = {
-    "import_seconds": imported - started,
-    "handler_seconds": handler_seconds,
-    "rss_before_handler_mb": rss_before,
-    "rss_after_handler_mb": high_water_mb(),
-    "response": response,
-    "requests": dict(store_for(bucket).requests),
-    "profile": hot_spots,
-}
-with open(result_path, "w") as file:
-    json.dump(result, file)
-"""
 
 # Realistic ingredients for the synthetic records (the shapes conda-forge's linux-64 records have).
 COMMON_DEPENDS = (
@@ -216,13 +140,6 @@ class RattlerRun:
 
 
 @dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
 class EventResults:
     setup: dict[str, Any] = field(default_factory=dict)
     handler_runs: list[HandlerRun] = field(default_factory=list)
@@ -269,6 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__)
+    add_results_argument(parser)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
@@ -296,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         setup["packages"] = {channel: len(plan) for channel, plan in plans.items()}
 
         with CountingS3Server() as server:
-            client = _client(server.endpoint_url)
+            client = s3_client(server.endpoint_url)
             for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
                 client.create_bucket(Bucket=bucket)
             total = sum(len(plan) for plan in plans.values())
@@ -316,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             )
             setup["build_and_upload_seconds"] = round(time.perf_counter() - started, 3)
 
-            env = _child_env()
+            env = child_env()
             for channel in (SMALL_CHANNEL, CHANNEL):
                 print(f"indexing s3://{REINDEXER_BUCKET}/{channel} with reindexer ...", flush=True)
                 child = run_child(_index_command(server.endpoint_url, channel), env)
@@ -397,9 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
     evaluate(results, args)
     print_results(results)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(asdict(results), indent=2) + "\n")
-    print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    write_results(args.results_dir / RESULTS_NAME, asdict(results))
     return 0
 
 
@@ -519,19 +435,20 @@ def publish_synthetic(
     started = time.perf_counter()
     state = synthetic_state(names, records, versions_per_name)
     generated = time.perf_counter() - started
-    prefix = join_key(LARGE_CHANNEL, SUBDIR)
+    subdir = SubdirRef(store, LARGE_CHANNEL, SUBDIR)
+    # The handler's publish settings (PublishSettings with its default max-age) and lease terms, so the
+    # outputs are what it would have written itself.
+    options = IndexOptions(jobs=PUBLISH_JOBS)
 
     def publish(lease: Lease) -> SubdirReport:
-        # The handler's settings (PublishSettings with its default max-age), so the outputs are what it
-        # would have written itself.
-        publish_outputs(store, prefix, SUBDIR, state, SubdirState(), PublishSettings(), jobs=PUBLISH_JOBS)
-        commit_state(store, prefix, state, None, lease)
+        publish_outputs(subdir, state, SubdirState(), options)
+        commit_state(subdir, state, None, lease)
         return SubdirReport(SUBDIR, added=sorted(state.packages), written=True)
 
-    report = run_transaction(store, prefix, SUBDIR, LeaseTerms(), publish)
+    report = run_transaction(subdir, options, publish)
     if report.error:
         raise RuntimeError(f"could not publish the synthetic subdir: {report.error}")
-    head = store.head(join_key(prefix, REPODATA_JSON))
+    head = store.head(subdir.key(REPODATA_JSON))
     state_bytes = len(state.to_bytes())
     average = sum(len(package.record) for package in state.packages.values()) / max(1, len(state.packages))
     return {
@@ -566,16 +483,14 @@ def run_handler(
     event_file = scratch / f"event-{channel}.json"
     result_file = scratch / f"result-{channel}.json"
     event_file.write_text(json.dumps(event))
-    command = [
-        sys.executable,
-        "-c",
-        HANDLER_SCRIPT,
+    command = module_command(
+        handler_child.__name__,
         str(event_file),
         str(result_file),
         "1" if profile else "0",
         str(LAMBDA_MEMORY_MB),
         str(HANDLER_TIMEOUT),
-    ]
+    )
     server.counter.reset()
     child = run_measured(command, env)
     requests = server.counter.snapshot()
@@ -598,7 +513,7 @@ def run_handler(
         exit_code=child.exit_code,
         response=outcome.get("response"),
         published=_published(client, channel, package.name),
-        stderr_tail="\n".join(child.stderr.strip().splitlines()[-5:]) if child.exit_code else "",
+        stderr_tail=tail(child.stderr) if child.exit_code else "",
         profile=outcome.get("profile", ""),
     )
 
@@ -779,20 +694,7 @@ def print_results(results: EventResults) -> None:
         ]
         for run in results.rattler_runs
     ]
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("-" * width for width in widths)
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print()
-    print(render(headers))
-    print(line)
-    for row in rows:
-        print(render(row))
-    print(line)
+    print_table(headers, rows, left=range(1))
     print(
         "(handler s: the handler call timed inside the child; child s: the whole child process, interpreter "
         "start and imports included;\n HEAD: package and other objects; total: every request the server "
@@ -822,16 +724,14 @@ def print_results(results: EventResults) -> None:
         if run.profile:
             print(f"\ncProfile of the handler call, {run.scenario}:\n{run.profile}")
     print()
-    print("targets:")
-    for check in results.checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
+    print_checks(results.checks)
     failed = sum(not check.passed for check in results.checks)
     print(f"\n{'ALL TARGETS PASS' if not failed else f'{failed} TARGET(S) FAIL'}")
 
 
 def _index_command(endpoint_url: str, channel: str) -> list[str]:
     return [
-        *_reindexer_command(),
+        *reindexer_command(),
         "index",
         f"s3://{REINDEXER_BUCKET}/{channel}",
         "--endpoint-url",
@@ -842,7 +742,7 @@ def _index_command(endpoint_url: str, channel: str) -> list[str]:
 
 
 def _rattler_command(endpoint_url: str) -> list[str]:
-    return [sys.executable, "-c", RATTLER_SCRIPT, endpoint_url, f"s3://{RATTLER_BUCKET}/{CHANNEL}"]
+    return rattler_index_command(endpoint_url, f"s3://{RATTLER_BUCKET}/{CHANNEL}")
 
 
 def _rattler_run(phase: str, records: int, child: ChildRun, server: CountingS3Server) -> RattlerRun:
@@ -856,9 +756,9 @@ def _rattler_run(phase: str, records: int, child: ChildRun, server: CountingS3Se
         request_total=_total(requests),
         peak_rss_mb=round(child.peak_rss_mb, 1),
         exit_code=child.exit_code,
-        # py-rattler may crash at interpreter exit after finishing (see bench.run.RATTLER_DONE).
-        finished=child.exit_code == 0 or RATTLER_DONE in child.stdout,
-        stderr_tail="\n".join(child.stderr.strip().splitlines()[-5:]),
+        # py-rattler may crash at interpreter exit after finishing (see bench.rattler_index_child).
+        finished=rattler_index_finished(child),
+        stderr_tail=tail(child.stderr),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import string
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,29 +23,32 @@ from devtools.sample_channel import DEFAULT_SUBDIRS, SamplePackage, build_packag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ROOT = REPO_ROOT / ".bench" / "packages"
+POOL_NAME_LENGTH = 16
 CHUNK = 250  # packages per build task: large enough to amortize a task, small enough to spread over cores
 
 
-def pool_dir(subdirs: Sequence[str] = DEFAULT_SUBDIRS) -> Path:
+def pool_dir(subdirs: Sequence[str] = DEFAULT_SUBDIRS, cache_root: Path = CACHE_ROOT) -> Path:
     """The folder of the packages this generator builds, named after everything that shapes them."""
     digest = hashlib.sha256()
     digest.update(Path(devtools.sample_channel.__file__).read_bytes())
     digest.update(version("py-rattler-build").encode())
     digest.update(",".join(subdirs).encode())
-    return CACHE_ROOT / digest.hexdigest()[:16]
+    return cache_root / digest.hexdigest()[:POOL_NAME_LENGTH]
 
 
 def cached_channel(
-    count: int, destination: Path, subdirs: Sequence[str] = DEFAULT_SUBDIRS
+    count: int, destination: Path, subdirs: Sequence[str] = DEFAULT_SUBDIRS, cache_root: Path = CACHE_ROOT
 ) -> tuple[list[Path], int]:
-    """The `count`-package sample channel as symbolic links under `destination/<subdir>/`.
+    """The `count`-package sample channel as symbolic links under `destination/<subdir>/`, from the pool
+    under `cache_root` (.bench/packages unless told).
 
     Returns the links and how many packages had to be built now (0 when the pool held them all).
     """
-    pool = pool_dir(subdirs)
-    if CACHE_ROOT.is_dir():
-        for stale in CACHE_ROOT.iterdir():
-            if stale != pool and stale.is_dir():
+    pool = pool_dir(subdirs, cache_root)
+    if cache_root.is_dir():
+        for stale in cache_root.iterdir():
+            # Only other pools (named like pool_dir's): --package-cache may name a folder holding more.
+            if stale != pool and stale.is_dir() and _is_pool_name(stale.name):
                 shutil.rmtree(stale, ignore_errors=True)
     plan = plan_channel(count, subdirs)
     missing = [package for package in plan if not (pool / package.key).is_file()]
@@ -57,6 +61,10 @@ def cached_channel(
         link.symlink_to(pool / package.key)
         links.append(link)
     return links, len(missing)
+
+
+def _is_pool_name(name: str) -> bool:
+    return len(name) == POOL_NAME_LENGTH and all(character in string.hexdigits for character in name)
 
 
 def _build_into(pool: Path, packages: list[SamplePackage]) -> None:

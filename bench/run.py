@@ -25,10 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-
-from bench.children import ChildRun, last_json_line, positive_int, run_child, run_measured
+from bench import events, import_probe, worst_inputs
+from bench.children import (
+    ChildRun,
+    last_json_line,
+    module_command,
+    non_negative_int,
+    positive_int,
+    run_child,
+    run_measured,
+)
 from bench.counting_s3 import (
     DELETE,
     ERRORS,
@@ -44,22 +50,23 @@ from bench.counting_s3 import (
     CountingS3Server,
 )
 from bench.fast_upload import Uploader
-from bench.package_cache import cached_channel
+from bench.package_cache import CACHE_ROOT, cached_channel
+from bench.report import Check, add_results_argument, print_checks, print_table, tail, write_results
+from bench.s3_access import REGION, UPLOAD_THREADS, child_env, s3_client
+from bench.tools import rattler_index_command, rattler_index_finished, reindexer_command
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import DEFAULT_SUBDIRS
 from devtools.seaweedfs import SeaweedFS, weed_binary
-from reindexer.indexer import DEFAULT_JOBS
+from reindexer.contract import DEFAULT_READ_JOBS as DEFAULT_JOBS  # reindexer index --jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_FILE = REPO_ROOT / ".bench" / "index-bench.json"
+RESULTS_NAME = "index-bench.json"
 REINDEXER_BUCKET = "bench-reindexer"
 RATTLER_BUCKET = "bench-rattler"
 CHANNEL = "channel"
-REGION = "us-east-1"
-UPLOAD_THREADS = 16
 DEFAULT_SIZES = (1_000, 10_000)
 COUNT_PACKAGES = 500
 # Rounds of the timing comparison: the median of three below this size; a larger channel's cold run is
@@ -79,12 +86,6 @@ NOOP_WALL_TARGET = 0.5
 IMPORT_TARGET_SECONDS = 0.25
 IMPORT_RUNS = 7
 HANDLER_MODULE = "reindexer.handlers.package_events"
-IMPORT_SCRIPT = """
-import importlib, json, sys, time
-started = time.perf_counter()
-importlib.import_module(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - started}))
-"""
 TABLE_KINDS = (LIST, GET_PACKAGE, GET_OTHER, HEAD_PACKAGE, HEAD_OTHER, PUT, DELETE, POST, OTHER, ERRORS)
 COMPARED_FIELDS = (
     "name",
@@ -97,21 +98,6 @@ COMPARED_FIELDS = (
     "sha256",
     "size",
 )
-
-RATTLER_SCRIPT = """
-import asyncio, sys
-from rattler.index import S3Credentials, index_s3
-
-endpoint, channel_url = sys.argv[1], sys.argv[2]
-access_key, secret_key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("testing", "testing")
-credentials = S3Credentials(endpoint, "us-east-1", access_key, secret_key, addressing_style="path")
-asyncio.run(index_s3(channel_url, credentials=credentials))
-print("RATTLER-INDEX-DONE", flush=True)
-"""
-# py-rattler 0.28 sometimes crashes (SIGSEGV/SIGABRT) while the interpreter shuts down, after index_s3 has
-# returned: the tokio runtime of pyo3-async-runtimes racing interpreter finalization. The marker tells such
-# a crash from a failed run.
-RATTLER_DONE = "RATTLER-INDEX-DONE"
 
 
 @dataclass
@@ -128,13 +114,6 @@ class PhaseResult:
     finished: bool
     stderr_tail: str = ""
     tool_report: dict[str, Any] | None = None
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass
@@ -213,8 +192,6 @@ class IndexReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench import events, worst_inputs  # events imports this module's pieces
-
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description=f"{__doc__}\nThe event-path benchmark (bench.events) and the worst-input benchmark "
@@ -229,11 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sizes",
         type=positive_int,
-        nargs="+",
+        nargs="*",
         default=list(DEFAULT_SIZES),
         metavar="N",
         help="channel sizes of the timing comparison on SeaweedFS "
-        f"(default {' '.join(str(size) for size in DEFAULT_SIZES)})",
+        f"(default {' '.join(str(size) for size in DEFAULT_SIZES)}; none skips it)",
     )
     parser.add_argument(
         "--repeats",
@@ -252,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--import-runs",
-        type=positive_int,
+        type=non_negative_int,
         default=IMPORT_RUNS,
-        help=f"fresh interpreters timing the handler's import (default {IMPORT_RUNS})",
+        help=f"fresh interpreters timing the handler's import (default {IMPORT_RUNS}; 0 skips it)",
     )
     parser.add_argument(
         "--jobs",
@@ -262,6 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_JOBS,
         help=f"reindexer --jobs (default {DEFAULT_JOBS}); rattler-index keeps its own default",
     )
+    parser.add_argument(
+        "--package-cache",
+        type=Path,
+        default=CACHE_ROOT,
+        metavar="DIR",
+        help="folder the generated packages are kept in between runs (default .bench/packages)",
+    )
+    add_results_argument(parser)
     events.add_arguments(parser)
     worst_inputs.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -285,21 +270,20 @@ def run_index(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     report = IndexReport(reindexer_source=reindexer_source())
     print(f"reindexer source: {report.reindexer_source}", flush=True)
-    report.import_time = measure_import(args.import_runs)
+    if args.import_runs:
+        report.import_time = measure_import(args.import_runs)
     for size in sorted(set(args.sizes)):
         repeats = args.repeats or (SHORT_REPEATS if size < SHORT_CHANNEL else 1)
-        report.sizes.append(run_seaweedfs(size, args.jobs, repeats))
+        report.sizes.append(run_seaweedfs(size, args.jobs, repeats, args.package_cache))
     if args.count_packages:
-        report.request_counts = run_counting(args.count_packages, args.jobs)
+        report.request_counts = run_counting(args.count_packages, args.jobs, args.package_cache)
     report.total_seconds = round(time.perf_counter() - started, 1)
 
     print_report(report)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    write_results(args.results_dir / RESULTS_NAME, asdict(report))
 
 
-def run_seaweedfs(size: int, jobs: int, repeats: int) -> SizeResults:
+def run_seaweedfs(size: int, jobs: int, repeats: int, package_cache: Path = CACHE_ROOT) -> SizeResults:
     """Both tools, cold then no-op, each on its own copy of a `size`-package channel in SeaweedFS.
 
     Every round after the first deletes both indexes first (everything but the packages), so each round's
@@ -310,10 +294,10 @@ def run_seaweedfs(size: int, jobs: int, repeats: int) -> SizeResults:
         channel_dir = Path(scratch) / "channel"
         print(f"\n[SeaweedFS, {size} packages] preparing the channel ...", flush=True)
         begun = time.perf_counter()
-        files, built_now = cached_channel(size, channel_dir)
+        files, built_now = cached_channel(size, channel_dir, cache_root=package_cache)
         build_seconds = time.perf_counter() - begun
         with SeaweedFS() as server:
-            client = _client(server.endpoint_url, server.access_key, server.secret_key)
+            client = s3_client(server.endpoint_url, server.access_key, server.secret_key)
             print(f"uploading to two buckets on SeaweedFS at {server.endpoint_url} ...", flush=True)
             begun = time.perf_counter()
             for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
@@ -333,7 +317,7 @@ def run_seaweedfs(size: int, jobs: int, repeats: int) -> SizeResults:
                 rounds=repeats,
                 load_average=round(os.getloadavg()[0], 2),
             )
-            env = _child_env(server.access_key, server.secret_key)
+            env = child_env(server.access_key, server.secret_key)
             commands = _commands(server.endpoint_url, jobs, server.access_key, server.secret_key)
             children: dict[tuple[str, str], list[ChildRun]] = {key: [] for key in RUN_ORDER}
             for round_number in range(repeats):
@@ -368,7 +352,7 @@ def _timed_run(tool: str, phase: str, children: list[ChildRun], packages: int) -
         peak_rss_mb=round(max(child.peak_rss_mb for child in children), 1),
         exit_code=shown.exit_code,
         finished=failed is None,
-        stderr_tail=_tail(shown.stderr),
+        stderr_tail=tail(shown.stderr),
         tool_requests=report.get("requests") if report else None,
         rounds=[
             {
@@ -396,17 +380,17 @@ def _delete_index(client: S3Client, bucket: str) -> None:
         )
 
 
-def run_counting(size: int, jobs: int) -> Results:
+def run_counting(size: int, jobs: int, package_cache: Path = CACHE_ROOT) -> Results:
     """Both tools, cold then no-op, on the counting moto server: the requests they send, by kind."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="index-bench-") as scratch:
         channel_dir = Path(scratch) / "channel"
         print(f"\n[moto request counts, {size} packages] preparing the channel ...", flush=True)
         begun = time.perf_counter()
-        files, _ = cached_channel(size, channel_dir)
+        files, _ = cached_channel(size, channel_dir, cache_root=package_cache)
         build_seconds = time.perf_counter() - begun
         with CountingS3Server() as server:
-            client = _client(server.endpoint_url)
+            client = s3_client(server.endpoint_url)
             print(f"uploading to two buckets on moto at {server.endpoint_url} ...", flush=True)
             begun = time.perf_counter()
             for bucket in (REINDEXER_BUCKET, RATTLER_BUCKET):
@@ -419,7 +403,7 @@ def run_counting(size: int, jobs: int) -> Results:
                 build_seconds=round(build_seconds, 3),
                 upload_seconds=round(time.perf_counter() - begun, 3),
             )
-            env = _child_env()
+            env = child_env()
             commands = _commands(server.endpoint_url, jobs)
             for tool, phase in RUN_ORDER:
                 print(f"running {tool} ({phase}) ...", flush=True)
@@ -434,7 +418,7 @@ def run_counting(size: int, jobs: int) -> Results:
                     peak_rss_mb=round(child.peak_rss_mb, 1),
                     exit_code=child.exit_code,
                     finished=_finished(tool, child),
-                    stderr_tail=_tail(child.stderr),
+                    stderr_tail=tail(child.stderr),
                 )
                 if tool == "reindexer":
                     result.tool_report = last_json_line(child.stdout)
@@ -450,15 +434,15 @@ def measure_import(runs: int) -> ImportTime:
     """The median time of importing the package-event handler, each time in a fresh interpreter."""
     started = time.perf_counter()
     print(f"\ntiming `import {HANDLER_MODULE}` in {runs} fresh interpreters ...", flush=True)
-    env = _child_env()
-    command = [sys.executable, "-c", IMPORT_SCRIPT, HANDLER_MODULE]
+    env = child_env()
+    command = module_command(import_probe.__name__, HANDLER_MODULE)
     samples: list[float] = []
     failure = ""
     for attempt in range(runs + 1):
         child = run_child(command, env)
         figures = last_json_line(child.stdout)
         if child.exit_code != 0 or figures is None:
-            failure = f"exit code {child.exit_code}: {_tail(child.stderr, 1)}"
+            failure = f"exit code {child.exit_code}: {tail(child.stderr, 1)}"
             break
         if attempt:  # the first one may compile bytecode
             samples.append(round(float(figures["seconds"]), 4))
@@ -645,7 +629,7 @@ def print_report(report: IndexReport) -> None:
         median = "n/a" if imported.median_seconds is None else f"{imported.median_seconds:.3f} s"
         print(f"\n=== handler import time: `import {imported.module}`, fresh interpreters ===")
         print(f"median {median} over {imported.runs} runs: {imported.samples}")
-        _print_checks(imported.checks)
+        print_checks(imported.checks)
         checks += imported.checks
     if report.request_counts is not None:
         print_request_counts(report.request_counts)
@@ -672,7 +656,7 @@ def print_report(report: IndexReport) -> None:
                 "<= 1.0x",
             ]
         )
-        _print_table(headers, rows, left=1)
+        print_table(headers, rows, left=range(1))
     failed = sum(not check.passed for check in checks)
     parts = [f"SeaweedFS {size.packages}: {size.total_seconds:.0f} s" for size in report.sizes]
     if report.import_time is not None:
@@ -707,7 +691,7 @@ def print_size(results: SizeResults) -> None:
         ]
         for run in results.runs
     ]
-    _print_table(headers, rows)
+    print_table(headers, rows, left=range(2))
     print("(CPU s: the tool's own user+system time, child process only; not the server's)")
     _print_failures(results.runs)
     ratios = results.ratios
@@ -717,7 +701,7 @@ def print_size(results: SizeResults) -> None:
         f"no-op wall {_shown(ratios.get('noop_wall'))}, peak RSS {_shown(ratios.get('peak_rss'))}"
     )
     _print_comparison(results.comparison)
-    _print_checks(results.checks)
+    print_checks(results.checks)
 
 
 def print_request_counts(results: Results) -> None:
@@ -741,33 +725,14 @@ def print_request_counts(results: Results) -> None:
         ]
         for phase in results.phases
     ]
-    _print_table(headers, rows)
+    print_table(headers, rows, left=range(2))
     print(
         f"(CPU s: the tool's own user+system time; {ERRORS}: responses with a 4xx/5xx status, "
         "also counted in their kind)"
     )
     _print_failures(results.phases)
     _print_comparison(results.comparison)
-    _print_checks(results.checks)
-
-
-def _print_table(headers: list[str], rows: list[list[str]], left: int = 2) -> None:
-    """Columns before `left` aligned left, the rest right."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("-" * width for width in widths)
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print()
-    print(render(headers))
-    print(line)
-    for row in rows:
-        print(render(row))
-    print(line)
+    print_checks(results.checks)
 
 
 def _print_failures(runs: Sequence[PhaseResult | TimedRun]) -> None:
@@ -786,22 +751,12 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
         print(f"  {text}")
 
 
-def _print_checks(checks: list[Check]) -> None:
-    print("targets:")
-    for check in checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
-
-
 def _shown(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
 def _finished(tool: str, child: ChildRun) -> bool:
-    return child.exit_code == 0 or (tool == "rattler-index" and RATTLER_DONE in child.stdout)
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return rattler_index_finished(child) if tool == "rattler-index" else child.exit_code == 0
 
 
 def _commands(
@@ -810,7 +765,7 @@ def _commands(
     """Each tool's command line: reindexer's CLI, and py-rattler's index_s3 in a fresh interpreter."""
     return {
         "reindexer": [
-            *_reindexer_command(),
+            *reindexer_command(),
             "index",
             f"s3://{REINDEXER_BUCKET}/{CHANNEL}",
             "--endpoint-url",
@@ -822,54 +777,10 @@ def _commands(
             "--jobs",
             str(jobs),
         ],
-        "rattler-index": [
-            sys.executable,
-            "-c",
-            RATTLER_SCRIPT,
-            endpoint_url,
-            f"s3://{RATTLER_BUCKET}/{CHANNEL}",
-            access_key,
-            secret_key,
-        ],
+        "rattler-index": rattler_index_command(
+            endpoint_url, f"s3://{RATTLER_BUCKET}/{CHANNEL}", access_key, secret_key
+        ),
     }
-
-
-def _client(endpoint_url: str, access_key: str = "testing", secret_key: str = "testing") -> S3Client:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=UPLOAD_THREADS * 2),
-    )
-
-
-def _child_env(access_key: str = "testing", secret_key: str = "testing") -> dict[str, str]:
-    """This environment without any AWS settings of its own, plus the given credentials and loopback only."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("AWS_") and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-    }
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": access_key,
-            "AWS_SECRET_ACCESS_KEY": secret_key,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-    )
-    return env
-
-
-def _reindexer_command() -> list[str]:
-    script = Path(sys.executable).parent / "reindexer"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reindexer_cli.cli"]
 
 
 def _seaweedfs_version() -> str:

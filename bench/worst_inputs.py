@@ -4,7 +4,7 @@ through, next to a normal package of the same format.
 In a temporary folder: a realistic package built by rattler-build in both formats, and for each bound of
 reindexer.package_reader and reindexer.record_schema the archive that reaches it (some also one step
 over), plus the old pathological cases, now refused early. Each is read the way the indexer reads one package
-(reindexer.package_fetch.read_package on a LocalStore) in a fresh child process measured by
+(reindexer.package_fetch.read_package on a LocalStore) in a fresh child process, bench.read_child, measured by
 bench.children.run_measured (its own CPU time and peak RSS, not this process's), the median of a few runs.
 The inputs that scale with the archive's size (the decompression budget is 64 times the compressed size)
 are made as large as the normal package of their format. The table is printed and written to
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import zstandard
 
-from bench.children import last_json_line, positive_int, run_measured
+from bench import read_child
+from bench.children import last_json_line, module_command, positive_int, run_measured
+from bench.report import add_results_argument, print_table, write_results
 from reindexer.contract import DEFAULT_MAX_PACKAGE_MB
 from reindexer.package_reader import (
     CONDA_INFO_DECOMPRESSED_LIMIT,
@@ -47,8 +49,7 @@ from reindexer.package_reader import (
 )
 from reindexer.record_schema import MAX_SPEC_LENGTH, MAX_SPECS, shorten
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_FILE = REPO_ROOT / ".bench" / "worst-inputs.json"
+RESULTS_NAME = "worst-inputs.json"
 SUBDIR = "linux-64"
 CONDA, TAR_BZ2 = ".conda", ".tar.bz2"
 MAX_SIZE = DEFAULT_MAX_PACKAGE_MB * 1024 * 1024  # the indexer's default --max-package-size
@@ -70,38 +71,6 @@ BUDGET_MARGIN = 256 * 1024
 TIMESTAMP = datetime(2024, 1, 1, tzinfo=UTC)
 TIMESTAMP_MS = int(TIMESTAMP.timestamp() * 1000)
 PADDING = random.Random(5)  # incompressible padding, the same every run
-
-# The child: read one package exactly as the indexer does, and report the verdict and the read's own cost
-# (CPU time and the rise of the RSS high-water mark over what the interpreter and imports had reached).
-READ_SCRIPT = """
-import json, resource, sys, time
-from pathlib import Path
-
-from reindexer.package_fetch import read_package
-from reindexer.state import IndexedPackage, RejectedFile
-from reindexer.storage.local import LocalStore
-
-def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-root, key, max_size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-report = {"verdict": "imports only", "reason": "", "read_cpu_seconds": 0.0, "before_mb": peak_mb()}
-if key:
-    subdir = key.split("/")[0]
-    store = LocalStore(root)
-    (stored,) = [obj for obj in store.list_folder(subdir).objects if obj.key == key]
-    started = time.process_time()
-    outcome = read_package(store, subdir, stored, max_size=max_size)
-    report["read_cpu_seconds"] = time.process_time() - started
-    if isinstance(outcome, IndexedPackage):
-        report["verdict"] = "indexed"
-    elif isinstance(outcome, RejectedFile):
-        report["verdict"], report["reason"] = "rejected", outcome.reason
-    else:
-        report["verdict"], report["reason"] = type(outcome).__name__.lower(), getattr(outcome, "reason", "")
-report["after_mb"] = peak_mb()
-print(json.dumps(report))
-"""
 
 
 @dataclass(frozen=True)
@@ -158,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_results_argument(parser)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
@@ -185,9 +155,7 @@ def run(args: argparse.Namespace) -> int:
             results.rows.append(measure(case, args.worst_runs, env))
     add_ratios(results.rows)
     print_results(results)
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(asdict(results), indent=2) + "\n")
-    print(f"\nfigures written to {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    write_results(args.results_dir / RESULTS_NAME, asdict(results))
     return 0
 
 
@@ -197,7 +165,7 @@ def measure(case: Case, runs: int, env: dict[str, str]) -> Measured:
     figures: list[tuple[float, float, float, float]] = []
     verdict, reason = "", ""
     for _ in range(runs):
-        command = [sys.executable, "-c", READ_SCRIPT, str(case.root), case.key, str(MAX_SIZE)]
+        command = module_command(read_child.__name__, str(case.root), case.key, str(MAX_SIZE))
         child = run_measured(command, env, timeout=CHILD_TIMEOUT)
         report = last_json_line(child.stdout)
         if child.exit_code != 0 or report is None:
@@ -663,22 +631,7 @@ def print_results(results: WorstResults) -> None:
                 shorten(verdict, 90),
             ]
         )
-    widths = [max(len(cells[i]) for cells in [headers, *rows]) for i in range(len(headers))]
-    left = {0, 1, len(headers) - 1}
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i in left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    line = "  ".join("-" * width for width in widths)
-    print()
-    print(render(headers))
-    print(line)
-    for cells in rows:
-        print(render(cells))
-    print(line)
+    print_table(headers, rows, left={0, 1, len(headers) - 1})
     print(
         "(CPU s, RSS MB: the child process's user+system time and peak RSS, interpreter and imports\n"
         " included; read CPU s, read +MB: the read_package call alone, its CPU time and how far it raised\n"
