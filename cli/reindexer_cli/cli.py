@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import signal
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings=PublishSettings(
                 base_url=args.base_url, repodata_max_age=args.repodata_max_age, private=args.private
             ),
-            progress=_progress_bar if sys.stderr.isatty() and not args.verbose else no_progress,
+            progress=_progress_bar if _shows_progress(args) else no_progress,
             max_package_bytes=args.max_package_size * MEBIBYTE,
         )
         report = index_channel(store, target.prefix, options)
@@ -334,6 +335,11 @@ def _log_problems(report: ChannelReport) -> None:
             logger.warning("could not read %s/%s (retried next run): %s", name, failure.file, failure.reason)
         if subdir.error:
             logger.error("could not index %s: %s", name, subdir.error)
+
+
+def _shows_progress(args: argparse.Namespace) -> bool:
+    """A bar on a terminal, unless -v logs instead or tqdm (the `local` extra) is not installed."""
+    return sys.stderr.isatty() and not args.verbose and importlib.util.find_spec("tqdm") is not None
 
 
 @contextmanager
