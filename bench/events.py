@@ -21,14 +21,12 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
 
 from bench import handler_child
 from bench.children import ChildRun, last_json_line, module_command, positive_int, run_child, run_measured
@@ -60,6 +58,7 @@ from reindexer.reports import SubdirReport
 from reindexer.state import IndexedPackage, SubdirState
 from reindexer.storage.s3 import S3Credentials, S3Endpoint, S3Store
 from reindexer.subdir_ref import SubdirRef
+from reindexer_cli.lambda_events import s3_message, sqs_event, sqs_record
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -479,7 +478,8 @@ def run_handler(
     """Upload one package, then run the package-event handler on its notification in a child process."""
     key = join_key(channel, SUBDIR, package.name)
     uploaded = client.put_object(Bucket=REINDEXER_BUCKET, Key=key, Body=package.read_bytes())
-    event = sqs_event(REINDEXER_BUCKET, key, package.stat().st_size, uploaded["ETag"].strip('"'))
+    notice = s3_message(REINDEXER_BUCKET, key, size=package.stat().st_size, etag=uploaded["ETag"].strip('"'))
+    event = sqs_event(sqs_record(notice))
     event_file = scratch / f"event-{channel}.json"
     result_file = scratch / f"result-{channel}.json"
     event_file.write_text(json.dumps(event))
@@ -516,62 +516,6 @@ def run_handler(
         stderr_tail=tail(child.stderr) if child.exit_code else "",
         profile=outcome.get("profile", ""),
     )
-
-
-def sqs_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
-    """What Lambda's SQS event source delivers for one S3 ObjectCreated notification."""
-    now = datetime.now(UTC)
-    s3_event = {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": REGION,
-                "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
-                "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {"x-amz-request-id": "BENCH", "x-amz-id-2": "BENCH"},
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "package-events",
-                    "bucket": {
-                        "name": bucket,
-                        "ownerIdentity": {"principalId": "EXAMPLE"},
-                        "arn": f"arn:aws:s3:::{bucket}",
-                    },
-                    # S3 URL-encodes keys in notifications ('+' becomes %2B, a space '+').
-                    "object": {
-                        "key": quote_plus(key, safe="/"),
-                        "size": size,
-                        "eTag": etag,
-                        "sequencer": f"{time.time_ns():X}",
-                    },
-                },
-            }
-        ]
-    }
-    sent = str(int((now - timedelta(seconds=1)).timestamp() * 1000))
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": "bench-receipt-handle",
-                "body": json.dumps(s3_event),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": sent,
-                    "SenderId": "AIDAEXAMPLE",
-                    "ApproximateFirstReceiveTimestamp": sent,
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:package-events",
-                "awsRegion": REGION,
-            }
-        ]
-    }
 
 
 def evaluate(results: EventResults, args: argparse.Namespace) -> None:
