@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import cast
 
-from reindexer.contract import join_key
 from reindexer.indexer import index_subdir_locked
 from reindexer.lease import Lease
 from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
 from reindexer.store import Store
+from reindexer.subdir_ref import SubdirRef
 
 
 class IgnoredLease:
@@ -21,5 +21,5 @@ class IgnoredLease:
 def index_ignoring_lease(
     store: Store, channel: str, subdir: str, options: IndexOptions | None = None
 ) -> SubdirReport:
-    prefix = join_key(channel, subdir)
-    return index_subdir_locked(store, prefix, subdir, options or IndexOptions(), cast(Lease, IgnoredLease()))
+    ref = SubdirRef(store, channel, subdir)
+    return index_subdir_locked(ref, options or IndexOptions(), cast(Lease, IgnoredLease()))

@@ -1,4 +1,4 @@
-"""The per-subdir lease on a local folder, with an injected clock and sleep (no real waiting)."""
+"""The per-subdir lease on a local folder, with a fake clock (no real waiting: sleeps only move its time)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,16 @@ from typing import Any
 
 import pytest
 
-from reindexer.contract import join_key
 from reindexer.lease import LEASE_FILE, MAX_BACKOFF, Lease, LeaseBusyError, LeaseLostError, LeaseTerms
 from reindexer.storage.local import LocalStore
 from reindexer.store import TransientStoreError
+from reindexer.subdir_ref import SubdirRef
+from tests.support.clock import FakeClock
 
-PREFIX = "dev/linux-64"
+CHANNEL = "dev"
+SUBDIR = "linux-64"
 LIFETIME = 30.0
 NO_WAIT = LeaseTerms(lifetime=LIFETIME, wait=0.0)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def no_sleep(seconds: float) -> None:
-    raise AssertionError(f"unexpected sleep({seconds}) with wait=0")
 
 
 @pytest.fixture
@@ -44,7 +31,7 @@ def clock() -> FakeClock:
 
 
 def lease_path(store: LocalStore) -> Path:
-    return store.root / join_key(PREFIX, LEASE_FILE)
+    return store.root / SubdirRef(store, CHANNEL, SUBDIR).key(LEASE_FILE)
 
 
 def lease_body(store: LocalStore) -> dict[str, Any]:
@@ -52,9 +39,10 @@ def lease_body(store: LocalStore) -> dict[str, Any]:
     return body
 
 
-def new_lease(store: LocalStore, clock: FakeClock, terms: LeaseTerms = NO_WAIT, **kwargs: Any) -> Lease:
-    kwargs.setdefault("sleep", no_sleep)
-    return Lease(store, PREFIX, terms, clock=clock, **kwargs)
+def new_lease(
+    store: LocalStore, clock: FakeClock, terms: LeaseTerms = NO_WAIT, subdir: str = SUBDIR
+) -> Lease:
+    return Lease(SubdirRef(store, CHANNEL, subdir), terms, clock=clock)
 
 
 def test_acquire_creates_the_lease_file_with_owner_and_expiry(store: LocalStore, clock: FakeClock) -> None:
@@ -65,6 +53,7 @@ def test_acquire_creates_the_lease_file_with_owner_and_expiry(store: LocalStore,
     assert lease_path(store).is_file()
     assert lease_body(store) == {"owner": lease.owner, "expires_at": clock.now + LIFETIME}
     lease.check()  # ours, with time to spare
+    assert clock.slept == []
 
 
 def test_second_lease_on_a_held_prefix_is_busy(store: LocalStore, clock: FakeClock) -> None:
@@ -79,15 +68,17 @@ def test_second_lease_on_a_held_prefix_is_busy(store: LocalStore, clock: FakeClo
     assert isinstance(raised.value, TransientStoreError)
     assert lease_body(store)["owner"] == first.owner
     first.check()
+    assert clock.slept == []  # with wait=0 a busy lease is reported at once
 
 
 def test_leases_on_different_subdirs_do_not_exclude_each_other(store: LocalStore, clock: FakeClock) -> None:
     new_lease(store, clock).acquire()
 
-    other = Lease(store, "dev/noarch", NO_WAIT, clock=clock, sleep=no_sleep)
+    other = new_lease(store, clock, subdir="noarch")
     other.acquire()
 
     other.check()
+    assert clock.slept == []
 
 
 def test_expired_lease_is_taken_over_and_its_first_holder_loses_it(
@@ -104,6 +95,7 @@ def test_expired_lease_is_taken_over_and_its_first_holder_loses_it(
     with pytest.raises(LeaseLostError):
         first.check()
     second.check()
+    assert clock.slept == []
 
 
 def test_released_expired_lease_does_not_delete_the_new_holders_lease(
@@ -120,6 +112,7 @@ def test_released_expired_lease_does_not_delete_the_new_holders_lease(
     assert lease_body(store)["owner"] == second.owner
     with pytest.raises(LeaseBusyError):
         new_lease(store, clock).acquire()
+    assert clock.slept == []
 
 
 def test_renewal_after_a_take_over_marks_the_lease_lost(store: LocalStore) -> None:
@@ -136,6 +129,7 @@ def test_renewal_after_a_take_over_marks_the_lease_lost(store: LocalStore) -> No
     with pytest.raises(LeaseLostError):
         first.check()
     assert lease_body(store)["owner"] == second.owner  # the failed renewal wrote nothing
+    assert first_clock.slept == second_clock.slept == []
 
 
 def test_renew_extends_the_expiry(store: LocalStore, clock: FakeClock) -> None:
@@ -150,6 +144,7 @@ def test_renew_extends_the_expiry(store: LocalStore, clock: FakeClock) -> None:
     lease.check()
     with pytest.raises(LeaseBusyError):
         new_lease(store, clock).acquire()
+    assert clock.slept == []
 
 
 def test_lease_not_renewed_expires_for_its_holder(store: LocalStore, clock: FakeClock) -> None:
@@ -159,6 +154,7 @@ def test_lease_not_renewed_expires_for_its_holder(store: LocalStore, clock: Fake
 
     with pytest.raises(LeaseLostError):
         lease.check()
+    assert clock.slept == []
 
 
 @pytest.mark.parametrize(
@@ -187,6 +183,7 @@ def test_unparseable_lease_file_counts_as_expired(
 
     assert lease_body(store)["owner"] == lease.owner
     lease.check()
+    assert clock.slept == []  # taken over at once, not waited for
 
 
 def test_hold_releases_on_exit_even_when_the_block_raises(store: LocalStore, clock: FakeClock) -> None:
@@ -198,6 +195,7 @@ def test_hold_releases_on_exit_even_when_the_block_raises(store: LocalStore, clo
 
     assert not lease_path(store).exists()
     new_lease(store, clock).acquire()  # free at once for the next writer
+    assert clock.slept == []
 
 
 def test_hold_releases_on_normal_exit(store: LocalStore, clock: FakeClock) -> None:
@@ -207,6 +205,7 @@ def test_hold_releases_on_normal_exit(store: LocalStore, clock: FakeClock) -> No
     assert not lease_path(store).exists()
     with pytest.raises(LeaseLostError):
         held.check()  # a released lease is no licence to commit
+    assert clock.slept == []
 
 
 def test_hold_on_a_busy_prefix_raises_without_touching_the_holders_lease(
@@ -221,6 +220,7 @@ def test_hold_on_a_busy_prefix_raises_without_touching_the_holders_lease(
 
     assert not entered
     assert lease_body(store)["owner"] == holder.owner
+    assert clock.slept == []
 
 
 def test_release_of_an_already_deleted_lease_is_quiet(store: LocalStore, clock: FakeClock) -> None:
@@ -232,25 +232,35 @@ def test_release_of_an_already_deleted_lease_is_quiet(store: LocalStore, clock: 
     lease.release()  # twice is fine too
 
     assert not lease_path(store).exists()
+    assert clock.slept == []
 
 
-def test_waiting_for_a_busy_lease_backs_off_and_acquires_once_it_is_released(
-    store: LocalStore, clock: FakeClock
-) -> None:
+class ReleasingClock(FakeClock):
+    """A fake clock on which the holder of a lease releases it during the waiter's third backoff."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder: Lease | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.slept) == 3 and self.holder is not None:
+            self.holder.release()
+
+
+def test_waiting_for_a_busy_lease_backs_off_and_acquires_once_it_is_released(store: LocalStore) -> None:
+    clock = ReleasingClock()
     holder = new_lease(store, clock)
     holder.acquire()
-    sleeps: list[float] = []
+    holder_expiry = lease_body(store)["expires_at"]
+    clock.holder = holder
 
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 3:
-            holder.release()
-
-    waiter = new_lease(store, clock, LeaseTerms(lifetime=LIFETIME, wait=3600.0), sleep=sleep)
+    waiter = new_lease(store, clock, LeaseTerms(lifetime=LIFETIME, wait=3600.0))
     waiter.acquire()
 
-    assert len(sleeps) == 3
-    assert all(0 < seconds <= MAX_BACKOFF for seconds in sleeps)
+    assert len(clock.slept) == 3
+    assert all(0 < seconds <= MAX_BACKOFF for seconds in clock.slept)
+    assert clock.now < holder_expiry  # acquired because it was released, not because it expired
     assert lease_body(store)["owner"] == waiter.owner
     waiter.check()
 
@@ -258,3 +268,4 @@ def test_waiting_for_a_busy_lease_backs_off_and_acquires_once_it_is_released(
 def test_check_before_acquire_raises_lease_lost(store: LocalStore, clock: FakeClock) -> None:
     with pytest.raises(LeaseLostError):
         new_lease(store, clock).check()
+    assert clock.slept == []

@@ -25,6 +25,7 @@ from reindexer.shards import shard_path
 from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore
 from reindexer.store import FolderListing, PreconditionFailedError, StoredObject, TransientStoreError
+from reindexer.subdir_ref import SubdirRef
 from tests.common import zstd_decompress
 from tests.unit.helpers import (
     all_records,
@@ -683,10 +684,10 @@ def test_a_crash_in_one_subdir_costs_that_subdir_only(channel, monkeypatch):
 
     original = reindexer.indexer.index_subdir
 
-    def crash_in_win(store: Any, channel_prefix: str, subdir: str, options: IndexOptions) -> Any:
-        if subdir == "win-64":
+    def crash_in_win(subdir: SubdirRef, options: IndexOptions) -> Any:
+        if subdir.name == "win-64":
             raise RecursionError("deep\nand multi-line")
-        return original(store, channel_prefix, subdir, options)
+        return original(subdir, options)
 
     monkeypatch.setattr(reindexer.indexer, "index_subdir", crash_in_win)
     report, _ = run_index(channel)
