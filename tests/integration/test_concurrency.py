@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ import reindexer.indexer
 import reindexer.updater
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
 from reindexer.contract import join_key
-from reindexer.handlers import full_reindex, package_events, runtime
-from reindexer.lease import Lease, LeaseTerms
+from reindexer.handlers import full_reindex, package_events
+from reindexer.handlers.wiring import Handler, Wiring
+from reindexer.lease import Lease
+from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
-from reindexer.store import Store
+from reindexer.subdir_ref import SubdirRef
 from reindexer_cli.embedded_s3 import EmbeddedS3
 from reindexer_cli.lambda_events import LocalLambdaContext
 from reindexer_cli.sqs_worker import queue_arn, run_worker
@@ -72,9 +75,10 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Channel:
 
 
 @pytest.fixture
-def handler_environment(monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3) -> Iterator[str]:
-    """A bucket on the HTTP server, named in CHANNEL_BUCKET; the handlers reach the server through
-    AWS_ENDPOINT_URL_S3, which boto3 reads itself."""
+def handler_wiring(monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3) -> Wiring:
+    """The handlers' wiring as a deployed function builds it from its environment: a bucket on the HTTP
+    server, named in CHANNEL_BUCKET, reached through AWS_ENDPOINT_URL_S3 as the AWS SDKs do. One wiring
+    for every worker and full reindex, as in one warm container."""
     bucket = f"conc-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("CHANNEL_BUCKET", bucket)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", embedded_s3.endpoint_url)
@@ -83,12 +87,7 @@ def handler_environment(monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("READ_JOBS", "4")
     monkeypatch.delenv("CHANNEL_PREFIXES", raising=False)
-    caches = (runtime.settings, runtime.store_for)
-    for cache in caches:
-        cache.cache_clear()
-    yield bucket
-    for cache in caches:
-        cache.cache_clear()
+    return Wiring.from_environment(os.environ)
 
 
 class Transactions:
@@ -114,9 +113,9 @@ class Transactions:
 
     def _wrap(self, original: Callable[..., SubdirReport], path: str) -> Callable[..., SubdirReport]:
         def run_transaction(
-            store: Store, prefix: str, subdir: str, terms: LeaseTerms, body: Callable[[Lease], SubdirReport]
+            subdir: SubdirRef, options: IndexOptions, body: Callable[[Lease], SubdirReport]
         ) -> SubdirReport:
-            report = original(store, prefix, subdir, terms, body)
+            report = original(subdir, options, body)
             with self._lock:
                 self.reports.append((path, report))
             return report
@@ -141,7 +140,8 @@ class Transactions:
 class Workers:
     """SQS workers calling the package-event handler; knows when none of them is inside the handler."""
 
-    def __init__(self, client_factory: Callable[[], Any], queue_url: str) -> None:
+    def __init__(self, handler: Handler, client_factory: Callable[[], Any], queue_url: str) -> None:
+        self.handler = handler
         self.stop = threading.Event()
         self.active = 0
         self.invocations = 0
@@ -172,7 +172,7 @@ class Workers:
             self.active += 1
             self.invocations += 1
         try:
-            response: dict[str, Any] = package_events.handler(event, context)
+            response: dict[str, Any] = self.handler(event, context)
         except BaseException as error:
             with self._lock:
                 self.errors.append(error)
@@ -222,10 +222,10 @@ class Progress:
 
 
 def test_uploads_deletes_workers_and_full_reindexes_converge(
-    monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3, handler_environment: str, channel: Channel
+    monkeypatch: pytest.MonkeyPatch, embedded_s3: EmbeddedS3, handler_wiring: Wiring, channel: Channel
 ) -> None:
     started = time.monotonic()
-    bucket = handler_environment
+    bucket = handler_wiring.settings.bucket
     endpoint = embedded_s3.endpoint_url
 
     def s3_client() -> Any:
@@ -312,12 +312,13 @@ def test_uploads_deletes_workers_and_full_reindexes_converge(
             )
 
     def reindex() -> None:
+        handler = full_reindex.build_handler(handler_wiring)
         for share in FULL_REINDEX_AT:
             progress.share(share)
             context = LocalLambdaContext(function_name="full-reindex", timeout=120)
-            full_results.append(full_reindex.handler({"channel": CHANNEL}, context))
+            full_results.append(handler({"channel": CHANNEL}, context))
 
-    workers = Workers(sqs_client, queue_url)
+    workers = Workers(package_events.build_handler(handler_wiring), sqs_client, queue_url)
     workers.start()
     producers = [
         threading.Thread(target=guarded(functools.partial(upload, order[n::UPLOADERS])), name=f"uploader-{n}")
