@@ -10,6 +10,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CDK_APP_FILES = sorted([*(PROJECT_ROOT / "infra").glob("*.py"), PROJECT_ROOT / "app.py"])
+CDK_APP_MODULES = ("infra.channel_stack", "infra.conda_channel", "infra.lambda_code", "infra.settings")
 ALLOWED = {"reindexer.contract"}
 
 
@@ -32,13 +33,17 @@ def test_infra_and_app_name_no_reindexer_module_but_the_contract():
 
 def test_loading_the_cdk_app_loads_no_reindexer_module_but_the_contract():
     # A fresh interpreter, so that modules other tests imported do not hide an indirect import.
-    script = (
-        "import json, sys\n"
-        "import app, infra.channel_stack, infra.conda_channel, infra.lambda_code, infra.settings\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'reindexer')))\n"
-    )
     result = subprocess.run(
-        [sys.executable, "-c", script],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.loaded_modules",
+            "--import",
+            "app",
+            *CDK_APP_MODULES,
+            "--top-level",
+            "reindexer",
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -12,50 +12,53 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import reindexer
+from tests.support.handler_probe import HANDLER_MODULES
 
 # The environment variables Powertools reads to decide whether tracing is on.
 TRACING_VARIABLES = ("POWERTOOLS_TRACE_DISABLED", "LAMBDA_TASK_ROOT", "AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MODE")
 # A trace header as Lambda sets it when tracing is active.
 TRACE_ID = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
-PROBE = """
-import json, sys
-from reindexer.handlers import full_reindex, package_events, runtime
-print(json.dumps({
-    "xray_modules": sorted(name for name in sys.modules if name.split(".")[0] == "aws_xray_sdk"),
-    "tracer": type(runtime.tracer).__name__,
-    "update_wrapped": hasattr(package_events._update, "__wrapped__"),
-}))
-"""
-
-TRACED_CALL = """
-import json
-from aws_xray_sdk.core import xray_recorder
-from reindexer.handlers import runtime
-sent = []
-xray_recorder.emitter.send_entity = lambda entity: sent.append(entity.name)
-@runtime.tracer.capture_method
-def double(value):
-    return 2 * value
-print(json.dumps({"result": double(21), "sent": sent}))
-"""
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_fresh(code: str, **environment: str) -> dict:
+def run_fresh(arguments: list[str], **environment: str) -> Any:
+    """Runs `python -m <arguments>` in a fresh interpreter from the project root, with the tracing variables
+    of this process replaced by `environment`, and returns what it printed last, as JSON."""
     env = {name: value for name, value in os.environ.items() if name not in TRACING_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(reindexer.__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     env.update(environment)
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", *arguments],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def probe(**environment: str) -> dict[str, Any]:
+    """What importing the handlers does under `environment`: the X-Ray SDK's modules it loads (observed in
+    one fresh interpreter), the tracer's type and whether package_events._update is wrapped (in another)."""
+    xray_modules = run_fresh(
+        ["tests.support.loaded_modules", "--import", *HANDLER_MODULES, "--top-level", "aws_xray_sdk"],
+        **environment,
+    )
+    return {
+        "xray_modules": xray_modules,
+        **run_fresh(["tests.support.handler_probe", "tracer"], **environment),
+    }
 
 
 @pytest.mark.parametrize(
@@ -68,7 +71,7 @@ def run_fresh(code: str, **environment: str) -> dict:
     ids=["disabled-in-lambda", "outside-lambda", "sam-local"],
 )
 def test_tracing_off_never_imports_the_xray_sdk(environment: dict[str, str]) -> None:
-    found = run_fresh(PROBE, **environment)
+    found = probe(**environment)
     assert found == {"xray_modules": [], "tracer": "Untraced", "update_wrapped": False}
 
 
@@ -78,8 +81,11 @@ def test_tracing_on_in_lambda_traces_with_powertools() -> None:
         "_X_AMZN_TRACE_ID": TRACE_ID,
         "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
     }
-    found = run_fresh(PROBE, **environment)
+    found = probe(**environment)
     assert found["tracer"] == "Tracer"
     assert found["update_wrapped"]
     assert "aws_xray_sdk.core" in found["xray_modules"]
-    assert run_fresh(TRACED_CALL, **environment) == {"result": 42, "sent": ["## __main__.double"]}
+    assert run_fresh(["tests.support.handler_probe", "traced-call"], **environment) == {
+        "result": 42,
+        "sent": ["## __main__.double"],
+    }
