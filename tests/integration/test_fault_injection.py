@@ -22,7 +22,8 @@ from moto import mock_aws
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
 from reindexer.contract import join_key
-from reindexer.handlers import package_events, runtime
+from reindexer.handlers import package_events
+from reindexer.handlers.wiring import Wiring
 from reindexer.indexer import index_channel
 from reindexer.lease import LEASE_FILE, LeaseTerms
 from reindexer.options import IndexOptions
@@ -374,25 +375,21 @@ def _notify(s3: Any, bucket: str, arn: str) -> None:
 
 
 @pytest.fixture
-def handler_environment(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[None]:
+def handler_wiring(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Wiring:
+    """The handlers' wiring from the deployed function's environment on moto, without lease slack: the
+    lease outlives an invocation by `lease_slack` (60 s by default), so a lease a failed release left
+    behind would block the subdir for a minute. Without slack it lives for the 5 s invocation."""
     monkeypatch.setenv("CHANNEL_BUCKET", BUCKET)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.delenv("CHANNEL_PREFIXES", raising=False)
-    # The lease outlives an invocation by LEASE_SLACK_SECONDS (60 s); a lease a failed release left
-    # behind would then block the subdir for a minute. Without slack it lives for the 5 s invocation.
-    monkeypatch.setattr(runtime, "LEASE_SLACK_SECONDS", 0.0)
-    caches = (runtime.settings, runtime.store_for)
-    for cache in caches:
-        cache.cache_clear()
-    yield
-    for cache in caches:
-        cache.cache_clear()
+    wiring = Wiring.from_environment(os.environ)
+    wiring.lease_slack = 0.0
+    return wiring
 
 
-@pytest.mark.usefixtures("handler_environment")
 def test_transient_errors_in_the_event_handler_become_batch_failures_and_redelivery_converges(
-    monkeypatch: pytest.MonkeyPatch, pool: Pool
+    handler_wiring: Wiring, pool: Pool
 ) -> None:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -402,13 +399,14 @@ def test_transient_errors_in_the_event_handler_become_batch_failures_and_redeliv
             "QueueUrl"
         ]
         _notify(s3, BUCKET, queue_arn(sqs, url))
-        flaky = FlakyStore(runtime.store_for(BUCKET), rate=FAULT_RATE, seed=5)
-        monkeypatch.setattr(package_events, "store_for", lambda bucket: flaky)
+        flaky = FlakyStore(handler_wiring.open_store(BUCKET), rate=FAULT_RATE, seed=5)
+        handler_wiring.open_store = lambda bucket: flaky
+        package_event_handler = package_events.build_handler(handler_wiring)
 
         responses: list[dict[str, Any]] = []
 
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            response: dict[str, Any] = package_events.handler(event, context)
+            response: dict[str, Any] = package_event_handler(event, context)
             responses.append(response)
             return response
 
@@ -516,9 +514,8 @@ class FailingHead(StoreWrapper):
         return call()
 
 
-@pytest.mark.usefixtures("handler_environment")
 def test_a_transient_error_after_bootstrapping_a_subdir_becomes_a_batch_item_failure(
-    monkeypatch: pytest.MonkeyPatch, pool: Pool
+    handler_wiring: Wiring, pool: Pool
 ) -> None:
     # The first event of a new channel's linux-64 bootstraps that subdir; update_subdir then checks for
     # noarch/repodata.json (and may index noarch) outside run_transaction, so a transient error there
@@ -530,8 +527,8 @@ def test_a_transient_error_after_bootstrapping_a_subdir_becomes_a_batch_item_fai
         s3.create_bucket(Bucket=BUCKET)
         key = join_key(CHANNEL, package.key)
         s3.put_object(Bucket=BUCKET, Key=key, Body=pool.files[package.key])
-        store = FailingHead(runtime.store_for(BUCKET), join_key(CHANNEL, "noarch", "repodata.json"))
-        monkeypatch.setattr(package_events, "store_for", lambda bucket: store)
+        store = FailingHead(handler_wiring.open_store(BUCKET), join_key(CHANNEL, "noarch", "repodata.json"))
+        handler_wiring.open_store = lambda bucket: store
         body = json.dumps(
             {
                 "Records": [
@@ -547,7 +544,7 @@ def test_a_transient_error_after_bootstrapping_a_subdir_becomes_a_batch_item_fai
         message = {"MessageId": "message-1", "ReceiptHandle": "handle-1", "Body": body, "MD5OfBody": ""}
         event = to_lambda_event([message], "arn:aws:sqs:us-east-1:123456789012:events", "us-east-1")
 
-        response = package_events.handler(event, LocalLambdaContext(timeout=30))
+        response = package_events.build_handler(handler_wiring)(event, LocalLambdaContext(timeout=30))
 
         assert store.failed == 1
         assert set(response) == {"batchItemFailures"}
