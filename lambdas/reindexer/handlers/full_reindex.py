@@ -21,8 +21,8 @@ from ..contract import Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
 from ..store import StoreError
-from .runtime import logger, metrics, quoted, seconds_left, tracer
-from .wiring import Handler, LambdaEntry, Wiring
+from .runtime import logger, metrics, quoted, seconds_left
+from .wiring import Handler, LambdaEntry, Wiring, instrumented
 
 # Reading may use 70 % of the invocation; the rest is left to publish and commit what was read.
 READ_SHARE = 0.7
@@ -86,14 +86,7 @@ def _channel(value: object, settings: HandlerSettings) -> str:
 
 def build_handler(wiring: Wiring) -> Handler:
     """The full-reindex handler over `wiring`'s settings, stores and clock."""
-
-    @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
-    @metrics.log_metrics
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return handle_full_reindex(event, context, wiring)
-
-    return handler
+    return instrumented(handle_full_reindex, wiring)
 
 
 handler = LambdaEntry(build_handler)

@@ -45,7 +45,7 @@ from ..reports import SubdirReport
 from ..store import StoreError
 from ..updater import update_subdir
 from .runtime import logger, metrics, quoted, seconds_left, tracer
-from .wiring import Handler, LambdaEntry, TimeBudget, Wiring
+from .wiring import Handler, LambdaEntry, TimeBudget, Wiring, instrumented
 
 # Reading packages may use 60 % of an update's budget, waiting for a busy subdir half of it.
 READ_SHARE = 0.6
@@ -87,14 +87,7 @@ class SubdirBatch:
 
 def build_handler(wiring: Wiring) -> Handler:
     """The package-event handler over `wiring`'s settings, stores and clock."""
-
-    @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
-    @metrics.log_metrics
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return handle_package_events(event, context, wiring)
-
-    return handler
+    return instrumented(handle_package_events, wiring)
 
 
 handler = LambdaEntry(build_handler)

@@ -20,12 +20,13 @@ from ..lease import LeaseTerms
 from ..options import IndexOptions, PublishSettings
 from ..storage.s3 import S3Endpoint, S3Store
 from ..store import Store
-from .runtime import logger
+from .runtime import logger, metrics, tracer
 
 # A lease outlives the invocation that holds it, as the lease protocol requires.
 LEASE_SLACK_SECONDS = 60.0
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+UseCase = Callable[[dict[str, Any], LambdaContext, "Wiring"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,18 @@ class Wiring:
             clock=self.clock,
             **choices,
         )
+
+
+def instrumented(handle: UseCase, wiring: Wiring) -> Handler:
+    """`handle` over `wiring` as a Lambda handler, with Powertools' log context, trace and metrics flush."""
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return handle(event, context, wiring)
+
+    return handler
 
 
 class LambdaEntry:
