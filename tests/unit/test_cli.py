@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import signal
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,8 @@ from reindexer.options import IndexOptions
 from reindexer.store import StoreError
 from reindexer_cli import cli
 from reindexer_cli.cli import main, parse_target
+from reindexer_cli.embedded_s3 import free_port
+from reindexer_cli.local_stack import LOCAL_CREDENTIALS
 from tests.unit.helpers import channel_files, copy_channel, read_repodata
 
 SUBDIRS = ["linux-64", "noarch", "osx-arm64", "win-64"]
@@ -298,3 +304,44 @@ def test_local_access_must_be_an_access_mode(access, capsys):
         main(["local", "--access", access])
 
     assert exit_info.value.code == 2
+
+
+@pytest.fixture
+def local_command_side_effects(monkeypatch):
+    """What `reindexer local` changes in its own process, put back afterwards: its SIGINT and SIGTERM
+    handlers, and the placeholder credentials it sets for the AWS SDKs."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for name in LOCAL_CREDENTIALS:
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("local_command_side_effects")
+def test_local_without_moto_installed_says_so_in_one_line(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    asked: list[str] = []
+
+    def without_moto(name: str, package: str | None = None) -> ModuleSpec | None:
+        if name == "moto" or name.startswith("moto."):
+            asked.append(name)
+            return None
+        return find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_moto)
+
+    code = main(["local", "--port", str(free_port())])
+
+    out, err = capsys.readouterr()
+    assert asked, "the local command did not look for moto"
+    assert code == 1
+    assert_one_error_line(err)
+    assert err.strip() == (
+        "reindexer: error: the embedded S3 server needs moto, which is not installed: "
+        "pip install 'reindexer[local]'"
+    )
+    assert "ready:" not in out
