@@ -4,22 +4,22 @@ and the full reindex with its request validation, dry runs and time budget."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
+import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-import reindexer.lease
-import reindexer.package_fetch
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, package_files
-from reindexer.config import ConfigurationError
+from reindexer.clock import SYSTEM_CLOCK
+from reindexer.config import ConfigurationError, HandlerSettings
 from reindexer.contract import join_key
 from reindexer.handlers import full_reindex, package_events, runtime
 from reindexer.handlers.package_events import (
@@ -29,25 +29,27 @@ from reindexer.handlers.package_events import (
     WAIT_SHARE,
     TransientIndexingError,
 )
+from reindexer.handlers.wiring import Handler, LambdaEntry, Wiring
 from reindexer.indexer import index_channel
 from reindexer.notifications import MalformedEventError, parse_event
 from reindexer.options import IndexOptions
 from reindexer.reports import SubdirReport
-from reindexer.storage.s3 import S3Store
-from reindexer.store import StoredObject, TransientStoreError
-from tests.common import sha256_hex
-from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.handler_helpers import (
-    FakeContext,
-    RunningContext,
+from reindexer.storage.memory import MemoryStore
+from reindexer.storage.s3 import S3Endpoint, S3Store
+from reindexer.store import Store, StoredObject, TransientStoreError
+from reindexer_cli.lambda_events import (
+    LocalLambdaContext,
     direct_s3_event,
     eventbridge_event,
-    load_event,
     s3_message,
-    sqs_batch,
-    sqs_message,
+    sqs_event,
+    sqs_record,
 )
+from tests.common import sha256_hex
+from tests.integration.conftest import MOTO_BUCKET
+from tests.integration.handler_helpers import load_event
 from tests.integration.helpers import all_records, get_repodata, s3_store
+from tests.support.clock import FakeClock
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
@@ -74,31 +76,24 @@ HELD_BACK = (NEW_LINUX_PLUS, NEW_NOARCH_PLUS, NEW_OSX_PLUS, NEW_LINUX, NEW_WIN)
 KNOWN_NOARCH = "noarch/sample-noarch-0000-2.2.1-h0000004_1.conda"
 
 
-def clear_caches() -> None:
-    runtime.settings.cache_clear()
-    runtime.store_for.cache_clear()
-
-
 @pytest.fixture
 def lambda_env(moto_client: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The deployed function's environment on in-process moto, with fresh settings and clients; the store
-    reaches moto's HTTP face through AWS_ENDPOINT_URL_S3 as the AWS SDKs do."""
+    """The deployed function's environment on in-process moto; the store reaches moto's HTTP face through
+    AWS_ENDPOINT_URL_S3 as the AWS SDKs do. Each invocation builds its wiring from this environment."""
     for name in ENV_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHANNEL_BUCKET", MOTO_BUCKET)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
-    clear_caches()
     yield moto_client
-    clear_caches()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **variables: str | None) -> None:
+    """Set (or, for None, unset) the function's environment variables, as the stack deploys them."""
     for name, value in variables.items():
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    clear_caches()
 
 
 class Bucket:
@@ -196,18 +191,47 @@ def empty_bucket(lambda_env: Any, small_channel: SmallChannel) -> Bucket:
     return Bucket(lambda_env, files_of(folder))
 
 
-def package_event(event: dict[str, Any], remaining_millis: int = 600_000) -> dict[str, Any]:
-    result: dict[str, Any] = package_events.handler(event, FakeContext(remaining_millis))
+def standing_context(seconds: float = 600.0) -> LocalLambdaContext:
+    """A Lambda context whose time left stays at `seconds`: its clock is never advanced."""
+    return LocalLambdaContext(timeout=seconds, clock=FakeClock().monotonic)
+
+
+def invoke(
+    build: Callable[[Wiring], Handler],
+    event: Any,
+    seconds: float,
+    wiring: Wiring | None,
+    context: LocalLambdaContext | None,
+) -> dict[str, Any]:
+    """One invocation of the handler `build` makes: over `wiring`, else as Lambda calls it (a LambdaEntry
+    building its wiring from this test's environment, as a fresh container would)."""
+    handler = LambdaEntry(build) if wiring is None else build(wiring)
+    result: dict[str, Any] = handler(event, context or standing_context(seconds))
     return result
 
 
-def reindex(event: Any, remaining_millis: int = 600_000) -> dict[str, Any]:
-    result: dict[str, Any] = full_reindex.handler(event, FakeContext(remaining_millis))
-    return result
+def package_event(
+    event: dict[str, Any],
+    seconds: float = 600.0,
+    *,
+    wiring: Wiring | None = None,
+    context: LocalLambdaContext | None = None,
+) -> dict[str, Any]:
+    return invoke(package_events.build_handler, event, seconds, wiring, context)
+
+
+def reindex(
+    event: Any,
+    seconds: float = 600.0,
+    *,
+    wiring: Wiring | None = None,
+    context: LocalLambdaContext | None = None,
+) -> dict[str, Any]:
+    return invoke(full_reindex.build_handler, event, seconds, wiring, context)
 
 
 def message_for(key: str, message_id: str, *, removed: bool = False) -> dict[str, Any]:
-    return sqs_message(s3_message(MOTO_BUCKET, key, removed=removed), message_id)
+    return sqs_record(s3_message(MOTO_BUCKET, key, removed=removed), message_id=message_id)
 
 
 def failures(result: dict[str, Any]) -> list[str]:
@@ -250,16 +274,40 @@ class MetricRecorder:
         monkeypatch.setattr(runtime.metrics, "add_metric", add_metric)
 
 
-def fail_downloads_of(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
-    """A throttled GET for these keys, every time (botocore's own retries already gave up)."""
-    original = S3Store.download
+def recording_wiring(opened: list[str]) -> Wiring:
+    """The deployed wiring from the environment, noting in `opened` every bucket it opens a store for."""
+    wiring = Wiring.from_environment(os.environ)
+    open_store = wiring.open_store
 
-    def download(self: S3Store, key: str, sink: Any, **options: Any) -> StoredObject:
-        if key in keys:
+    def open_and_note(bucket: str) -> Store:
+        opened.append(bucket)
+        return open_store(bucket)
+
+    wiring.open_store = open_and_note
+    return wiring
+
+
+class ThrottledS3Store(S3Store):
+    """An S3Store whose GETs of `throttled` keys fail as S3 throttling does, every time (botocore's own
+    retries already gave up)."""
+
+    def __init__(self, bucket: str, endpoint: S3Endpoint, throttled: set[str]) -> None:
+        super().__init__(bucket, endpoint)
+        self.throttled = throttled
+
+    def download(self, key: str, sink: Any, **options: Any) -> StoredObject:
+        if key in self.throttled:
             raise TransientStoreError(f"{self.describe(key)}: SlowDown Please reduce your request rate.")
-        return original(self, key, sink, **options)
+        return super().download(key, sink, **options)
 
-    monkeypatch.setattr(S3Store, "download", download)
+
+def throttling_wiring(*keys: str) -> Wiring:
+    """The deployed wiring from the environment, with stores that are throttled on these keys."""
+    endpoint = S3Endpoint.from_environment(os.environ)
+    return Wiring(
+        HandlerSettings.from_environment(os.environ),
+        lambda bucket: ThrottledS3Store(bucket, endpoint, set(keys)),
+    )
 
 
 # --- package events from SQS -------------------------------------------------------------------------
@@ -268,7 +316,7 @@ def fail_downloads_of(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
 def test_sqs_batch_indexes_every_new_package_and_reports_no_failures(bucket: Bucket) -> None:
     for key in HELD_BACK:
         bucket.upload(key)
-    event = sqs_batch(*(message_for(key, f"m{number}") for number, key in enumerate(HELD_BACK)))
+    event = sqs_event(*(message_for(key, f"m{number}") for number, key in enumerate(HELD_BACK)))
 
     result = package_event(event)
 
@@ -285,7 +333,7 @@ def test_sqs_fixture_key_with_encoded_plus_is_indexed(bucket: Bucket) -> None:
     first = load_event("sqs_s3_object_created.json")["Records"][0]
     assert "%2Blocal" in first["body"]
 
-    result = package_event(sqs_batch(first))
+    result = package_event(sqs_event(first))
 
     assert result == {"batchItemFailures": []}
     bucket.assert_indexed(NEW_LINUX_PLUS)
@@ -299,7 +347,7 @@ def test_malformed_messages_are_acknowledged_and_logged_and_the_good_ones_proces
     bucket.upload(NEW_LINUX)
     malformed = load_event("sqs_malformed_bodies.json")["Records"][1:]
     test_event = load_event("sqs_s3_test_event.json")["Records"]
-    event = sqs_batch(message_for(NEW_LINUX, "good"), *malformed, *test_event)
+    event = sqs_event(message_for(NEW_LINUX, "good"), *malformed, *test_event)
 
     result = package_event(event)
 
@@ -315,7 +363,7 @@ def test_message_with_a_non_string_key_is_acknowledged_and_the_rest_of_the_batch
     bucket.upload(NEW_LINUX)
     bad = load_event("sqs_key_not_a_string.json")["Records"][1]
 
-    result = package_event(sqs_batch(message_for(NEW_LINUX, "good"), bad))
+    result = package_event(sqs_event(message_for(NEW_LINUX, "good"), bad))
 
     assert result == {"batchItemFailures": []}
     bucket.assert_indexed(NEW_LINUX)
@@ -329,7 +377,7 @@ def test_bad_package_is_acknowledged_and_logged_and_the_good_ones_indexed(
     bucket.put(broken, b"this is not a bzip2 archive")
     bucket.upload(NEW_LINUX)
     bucket.upload(NEW_LINUX_PLUS)
-    event = sqs_batch(
+    event = sqs_event(
         message_for(NEW_LINUX, "good-1"), message_for(broken, "bad"), message_for(NEW_LINUX_PLUS, "good-2")
     )
 
@@ -344,21 +392,17 @@ def test_bad_package_is_acknowledged_and_logged_and_the_good_ones_indexed(
     assert summary["rejected"][0]["reason"]
 
 
-def test_transient_failure_returns_exactly_that_message_and_the_rest_succeed(
-    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_transient_failure_returns_exactly_that_message_and_the_rest_succeed(bucket: Bucket) -> None:
     for key in (NEW_LINUX, NEW_LINUX_PLUS, NEW_NOARCH_PLUS):
         bucket.upload(key)
-    event = sqs_batch(
+    event = sqs_event(
         message_for(NEW_LINUX, "throttled"),
         message_for(NEW_LINUX_PLUS, "same-subdir"),
         message_for(NEW_NOARCH_PLUS, "other-subdir"),
         message_for(NEW_LINUX, "throttled-duplicate"),
     )
 
-    with monkeypatch.context() as patched:
-        fail_downloads_of(patched, NEW_LINUX)
-        result = package_event(event)
+    result = package_event(event, wiring=throttling_wiring(NEW_LINUX))
 
     assert failures(result) == ["throttled", "throttled-duplicate"]
     bucket.assert_indexed(NEW_LINUX_PLUS)
@@ -366,23 +410,35 @@ def test_transient_failure_returns_exactly_that_message_and_the_rest_succeed(
     assert NEW_LINUX.split("/")[1] not in bucket.records("linux-64")
 
     # SQS redelivers the message once the throttling has passed.
-    assert package_event(sqs_batch(message_for(NEW_LINUX, "throttled"))) == {"batchItemFailures": []}
+    assert package_event(sqs_event(message_for(NEW_LINUX, "throttled"))) == {"batchItemFailures": []}
     bucket.assert_indexed(NEW_LINUX)
 
 
-def test_busy_subdir_returns_its_messages_for_redelivery(
-    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class HourLongNaps(FakeClock):
+    """A clock on which every backoff sleeps an hour: the wait for a busy lease is over at its first retry.
+    The wall clock starts at the machine's, so a lease held until 4e9 is still held."""
+
+    def __init__(self) -> None:
+        super().__init__(now=time.time())
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(3600.0)
+
+
+def test_busy_subdir_returns_its_messages_for_redelivery(bucket: Bucket) -> None:
     """Another indexer holds linux-64 longer than this invocation may wait: retry later, never drop."""
     bucket.put("linux-64/.reindexer/lease.json", json.dumps({"owner": "x", "expires_at": 4e9}).encode())
     bucket.upload(NEW_LINUX)
     bucket.upload(NEW_NOARCH_PLUS)
-    event = sqs_batch(message_for(NEW_LINUX, "busy"), message_for(NEW_NOARCH_PLUS, "free"))
-    # Every look at the lease's clock finds an hour gone: the wait for a busy lease is over at once.
-    monkeypatch.setattr(reindexer.lease, "time", SimpleNamespace(monotonic=itertools.count(0, 3600).__next__))
+    event = sqs_event(message_for(NEW_LINUX, "busy"), message_for(NEW_NOARCH_PLUS, "free"))
+    wiring = Wiring.from_environment(os.environ)
+    wiring.clock = clock = HourLongNaps()
 
-    result = package_event(event)
+    # The invocation's own time stands still: the hour-long wait is the lease's, not the context's.
+    result = package_event(event, wiring=wiring)
 
+    assert clock.slept  # linux-64's lease was found busy and waited for
     assert failures(result) == ["busy"]
     assert NEW_LINUX.split("/")[1] not in bucket.records("linux-64")
     bucket.assert_indexed(NEW_NOARCH_PLUS)
@@ -391,7 +447,7 @@ def test_busy_subdir_returns_its_messages_for_redelivery(
 def test_messages_whose_packages_could_not_be_read_in_time_are_redelivered(bucket: Bucket) -> None:
     bucket.upload(NEW_LINUX)
 
-    result = package_event(sqs_batch(message_for(NEW_LINUX, "late")), remaining_millis=0)
+    result = package_event(sqs_event(message_for(NEW_LINUX, "late")), seconds=0)
 
     assert failures(result) == ["late"]
     assert NEW_LINUX.split("/")[1] not in bucket.records("linux-64")
@@ -404,16 +460,16 @@ def test_duplicate_and_out_of_order_deliveries_converge_on_the_bucket(bucket: Bu
     removed = message_for(NEW_LINUX, "removed", removed=True)
 
     # The object was created, deleted and created again; the notices arrive in any order, some twice.
-    assert package_event(sqs_batch(removed)) == {"batchItemFailures": []}
+    assert package_event(sqs_event(removed)) == {"batchItemFailures": []}
     assert name in bucket.records("linux-64")
-    assert package_event(sqs_batch(created, created)) == {"batchItemFailures": []}
-    assert package_event(sqs_batch(created)) == {"batchItemFailures": []}
+    assert package_event(sqs_event(created, created)) == {"batchItemFailures": []}
+    assert package_event(sqs_event(created)) == {"batchItemFailures": []}
     bucket.assert_indexed(NEW_LINUX)
 
     # Deleted for good; a late duplicate of the old create notice comes after the delete notice.
     bucket.delete(NEW_LINUX)
-    assert package_event(sqs_batch(removed, created)) == {"batchItemFailures": []}
-    assert package_event(sqs_batch(created)) == {"batchItemFailures": []}
+    assert package_event(sqs_event(removed, created)) == {"batchItemFailures": []}
+    assert package_event(sqs_event(created)) == {"batchItemFailures": []}
     assert name not in bucket.records("linux-64")
     assert set(bucket.records("linux-64")) == bucket.package_names("linux-64")
 
@@ -423,7 +479,7 @@ def test_channel_with_a_nested_prefix_is_updated_in_place(bucket: Bucket, monkey
     for key in (NEW_LINUX, NEW_LINUX_PLUS):
         bucket.upload(key, channel="org/dev")
     root_before = bucket.records("linux-64")
-    event = sqs_batch(
+    event = sqs_event(
         message_for(f"org/dev/{NEW_LINUX}", "nested"),
         message_for(f"org/dev/{NEW_LINUX_PLUS}", "nested-plus"),
     )
@@ -443,7 +499,7 @@ def test_notices_for_channels_outside_channel_prefixes_are_ignored(bucket: Bucke
     bucket.upload(NEW_LINUX)
     before = bucket.snapshot()
 
-    assert package_event(sqs_batch(message_for(NEW_LINUX, "root"))) == {"batchItemFailures": []}
+    assert package_event(sqs_event(message_for(NEW_LINUX, "root"))) == {"batchItemFailures": []}
 
     assert bucket.snapshot() == before
 
@@ -452,7 +508,7 @@ def test_first_upload_to_a_new_channel_publishes_an_index_clients_can_read(empty
     """A channel filled only through events must still have noarch/repodata.json (rattler needs it)."""
     empty_bucket.upload(NEW_LINUX)
 
-    assert package_event(sqs_batch(message_for(NEW_LINUX, "first"))) == {"batchItemFailures": []}
+    assert package_event(sqs_event(message_for(NEW_LINUX, "first"))) == {"batchItemFailures": []}
 
     empty_bucket.assert_indexed(NEW_LINUX)
     assert empty_bucket.exists("noarch/repodata.json")
@@ -462,7 +518,7 @@ def test_repodata_max_age_setting_reaches_the_published_files(bucket: Bucket, mo
     configure(monkeypatch, REPODATA_MAX_AGE="17")
     bucket.upload(NEW_LINUX)
 
-    package_event(sqs_batch(message_for(NEW_LINUX, "m")))
+    package_event(sqs_event(message_for(NEW_LINUX, "m")))
 
     head = bucket.client.head_object(Bucket=MOTO_BUCKET, Key="linux-64/repodata.json")
     assert head["CacheControl"] == "public, max-age=17"
@@ -522,9 +578,9 @@ def test_eventbridge_object_deleted_fixture_removes_the_record(bucket: Bucket) -
 def test_eventbridge_events_through_sqs_add_and_remove(bucket: Bucket) -> None:
     bucket.upload(NEW_WIN)
     bucket.delete(KNOWN_NOARCH)
-    event = sqs_batch(
-        sqs_message(eventbridge_event(MOTO_BUCKET, NEW_WIN), "eb-created"),
-        sqs_message(eventbridge_event(MOTO_BUCKET, KNOWN_NOARCH, deleted=True), "eb-deleted"),
+    event = sqs_event(
+        sqs_record(eventbridge_event(MOTO_BUCKET, NEW_WIN), message_id="eb-created"),
+        sqs_record(eventbridge_event(MOTO_BUCKET, KNOWN_NOARCH, deleted=True), message_id="eb-deleted"),
     )
 
     assert package_event(event) == {"batchItemFailures": []}
@@ -532,15 +588,12 @@ def test_eventbridge_events_through_sqs_add_and_remove(bucket: Bucket) -> None:
     assert KNOWN_NOARCH.split("/")[1] not in bucket.records("noarch")
 
 
-def test_direct_invocation_with_a_transient_failure_raises(
-    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_direct_invocation_with_a_transient_failure_raises(bucket: Bucket) -> None:
     bucket.upload(NEW_LINUX)
     bucket.upload(NEW_WIN)
-    fail_downloads_of(monkeypatch, NEW_LINUX)
 
     with pytest.raises(TransientIndexingError) as raised:
-        package_event(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN))
+        package_event(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN), wiring=throttling_wiring(NEW_LINUX))
 
     assert "linux-64" in str(raised.value)
     assert "win-64" not in str(raised.value)
@@ -559,7 +612,7 @@ def test_package_event_handler_with_bad_setting_raises_one_line_configuration_er
     empty_bucket.upload(NEW_LINUX)
 
     with pytest.raises(ConfigurationError) as raised:
-        package_event(sqs_batch(message_for(NEW_LINUX, "m")))
+        package_event(sqs_event(message_for(NEW_LINUX, "m")))
 
     assert "REPODATA_MAX_AGE" in str(raised.value)
     assert "\n" not in str(raised.value)
@@ -574,17 +627,11 @@ def test_notice_for_another_bucket_is_ignored_acknowledged_and_counted(
     """The fixture names NEW_LINUX in someone else's bucket; the same key sits unindexed in ours."""
     logs = LogRecorder(monkeypatch, runtime.logger)
     opened: list[str] = []
-    original_store_for = package_events.store_for
-
-    def store_for(name: str) -> S3Store:
-        opened.append(name)
-        return original_store_for(name)
-
-    monkeypatch.setattr(package_events, "store_for", store_for)
+    wiring = recording_wiring(opened)
     bucket.upload(NEW_LINUX)
     before = bucket.snapshot()
 
-    result = package_event(load_event("sqs_s3_other_bucket.json"))
+    result = package_event(load_event("sqs_s3_other_bucket.json"), wiring=wiring)
 
     assert result == {"batchItemFailures": []}
     assert opened == []
@@ -592,6 +639,10 @@ def test_notice_for_another_bucket_is_ignored_acknowledged_and_counted(
     assert logs.extras("ignored notices") == [
         {"ignored": {"bucket 'someone-elses-bucket' is not CHANNEL_BUCKET": 1}}
     ]
+    # The same notice for our own bucket does open its store.
+    ours = package_event(sqs_event(message_for(NEW_LINUX, "ours")), wiring=wiring)
+    assert ours == {"batchItemFailures": []}
+    assert opened == [MOTO_BUCKET]
 
 
 def test_notices_for_another_bucket_do_not_stop_the_rest_of_the_batch(bucket: Bucket) -> None:
@@ -599,7 +650,7 @@ def test_notices_for_another_bucket_do_not_stop_the_rest_of_the_batch(bucket: Bu
     bucket.upload(NEW_WIN)
     foreign = load_event("sqs_s3_other_bucket.json")["Records"][0]
 
-    result = package_event(sqs_batch(foreign, message_for(NEW_WIN, "ours")))
+    result = package_event(sqs_event(foreign, message_for(NEW_WIN, "ours")))
 
     assert result == {"batchItemFailures": []}
     bucket.assert_indexed(NEW_WIN)
@@ -660,7 +711,7 @@ def test_key_with_a_leading_slash_is_not_taken_for_the_bucket_root(bucket: Bucke
     bucket.upload(NEW_LINUX)
     bucket.put(f"/{NEW_LINUX}", bucket.files[NEW_LINUX].read_bytes())
 
-    assert package_event(sqs_batch(message_for(f"/{NEW_LINUX}", "m"))) == {"batchItemFailures": []}
+    assert package_event(sqs_event(message_for(f"/{NEW_LINUX}", "m"))) == {"batchItemFailures": []}
 
     assert name not in bucket.records("linux-64")
 
@@ -688,7 +739,7 @@ def test_a_crash_in_one_subdir_fails_only_its_messages_and_the_other_subdirs_are
     for key in (NEW_LINUX, NEW_LINUX_PLUS, NEW_NOARCH_PLUS, NEW_WIN):
         bucket.upload(key)
     crash_updates_of(monkeypatch, "linux-64")
-    event = sqs_batch(
+    event = sqs_event(
         message_for(NEW_NOARCH_PLUS, "before"),
         message_for(NEW_LINUX, "crash-1"),
         message_for(NEW_LINUX_PLUS, "crash-2"),
@@ -729,9 +780,11 @@ def test_a_crash_in_a_direct_invocation_raises_naming_only_the_subdir(
 
 
 class TimedUpdates:
-    """update_subdir taking a known time on the context's clock, recording what each update was given."""
+    """update_subdir taking a known time on the wiring's clock, by which the context's time left runs down
+    too; records what each update was given."""
 
-    def __init__(self, context: FakeContext, seconds: dict[str, float]) -> None:
+    def __init__(self, clock: FakeClock, context: LocalLambdaContext, seconds: dict[str, float]) -> None:
+        self.clock = clock
         self.context = context
         self.seconds = seconds
         # (subdir, seconds left at its start, lease wait, read deadline's distance from now)
@@ -739,9 +792,10 @@ class TimedUpdates:
 
     def __call__(self, store: Any, channel: str, subdir: str, filenames: Any, options: IndexOptions) -> Any:
         assert options.deadline is not None
-        until_deadline = options.deadline - time.monotonic()
-        self.started.append((subdir, self.context.seconds_left, options.lease.wait, until_deadline))
-        self.context.advance(self.seconds[subdir])
+        assert options.clock is self.clock  # the deadline is on the clock the core reads
+        until_deadline = options.deadline - self.clock.monotonic()
+        self.started.append((subdir, runtime.seconds_left(self.context), options.lease.wait, until_deadline))
+        self.clock.advance(self.seconds[subdir])
         return SubdirReport(subdir, added=sorted(filenames), written=True)
 
     @property
@@ -753,19 +807,30 @@ class TimedUpdates:
 TIMED_KEYS = {"linux-64": NEW_LINUX, "noarch": NEW_NOARCH_PLUS, "osx-arm64": NEW_OSX_PLUS, "win-64": NEW_WIN}
 
 
+def timed_invocation(
+    monkeypatch: pytest.MonkeyPatch, seconds_left: float, seconds: dict[str, float]
+) -> tuple[Wiring, LocalLambdaContext, TimedUpdates]:
+    """A wiring and a context on one fake clock, which only the updates move (by `seconds` per subdir)."""
+    clock = FakeClock()
+    context = LocalLambdaContext(timeout=seconds_left, clock=clock.monotonic)
+    updates = TimedUpdates(clock, context, seconds)
+    monkeypatch.setattr(package_events, "update_subdir", updates)
+    # The updates never touch a store: an in-memory one stands in for the bucket.
+    wiring = Wiring(HandlerSettings(bucket=MOTO_BUCKET), open_store=MemoryStore, clock=clock)
+    return wiring, context, updates
+
+
 def run_timed(
     monkeypatch: pytest.MonkeyPatch, seconds_left: float, seconds: dict[str, float]
-) -> tuple[dict[str, Any], FakeContext, TimedUpdates]:
-    context = FakeContext(remaining_millis=round(seconds_left * 1000))
-    updates = TimedUpdates(context, seconds)
-    monkeypatch.setattr(package_events, "update_subdir", updates)
-    event = sqs_batch(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items() if subdir in seconds))
-    result: dict[str, Any] = package_events.handler(event, context)
+) -> tuple[dict[str, Any], LocalLambdaContext, TimedUpdates]:
+    wiring, context, updates = timed_invocation(monkeypatch, seconds_left, seconds)
+    event = sqs_event(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items() if subdir in seconds))
+    result = package_event(event, wiring=wiring, context=context)
     return result, context, updates
 
 
 def test_with_4_seconds_left_and_several_2_second_subdirs_only_one_starts_and_the_rest_come_back(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The old handler started all four 2-second updates with 4 s left and ran 8 s, past the timeout."""
     logs = LogRecorder(monkeypatch, runtime.logger)
@@ -775,26 +840,22 @@ def test_with_4_seconds_left_and_several_2_second_subdirs_only_one_starts_and_th
 
     assert updates.subdirs == ["linux-64"]
     assert failures(result) == ["noarch", "osx-arm64", "win-64"]
-    assert context.seconds_left == 2.0  # returned with time to spare, not killed at the timeout
+    assert runtime.seconds_left(context) == 2.0  # returned with time to spare, not killed at the timeout
     (postponed,) = logs.extras("subdirs not started for lack of time")
     assert postponed["subdirs"] == ["noarch", "osx-arm64", "win-64"]
 
 
-def test_without_the_minimum_time_no_subdir_update_starts(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_the_minimum_time_no_subdir_update_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     seconds_left = END_MARGIN_SECONDS + MIN_UPDATE_SECONDS - 0.1
 
     result, context, updates = run_timed(monkeypatch, seconds_left, dict.fromkeys(TIMED_KEYS, 0.1))
 
     assert updates.subdirs == []
     assert sorted(failures(result)) == sorted(TIMED_KEYS)
-    assert context.seconds_left == pytest.approx(seconds_left)
+    assert runtime.seconds_left(context) == pytest.approx(seconds_left)
 
 
-def test_subdirs_start_while_the_reserve_fits_and_the_rest_come_back(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_subdirs_start_while_the_reserve_fits_and_the_rest_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each update takes exactly the minimum reserve: three fit before the margin, the fourth does not."""
     seconds_left = END_MARGIN_SECONDS + 3 * MIN_UPDATE_SECONDS + 0.5
 
@@ -804,12 +865,10 @@ def test_subdirs_start_while_the_reserve_fits_and_the_rest_come_back(
 
     assert updates.subdirs == ["linux-64", "noarch", "osx-arm64"]
     assert failures(result) == ["win-64"]
-    assert context.seconds_left == pytest.approx(END_MARGIN_SECONDS + 0.5)
+    assert runtime.seconds_left(context) == pytest.approx(END_MARGIN_SECONDS + 0.5)
 
 
-def test_the_longest_update_so_far_raises_the_reserve(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_longest_update_so_far_raises_the_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a slow subdir, the next one is not started on the minimum reserve alone."""
     slow = 2 * MIN_UPDATE_SECONDS
     seconds_left = END_MARGIN_SECONDS + slow + MIN_UPDATE_SECONDS + 0.5  # enough for the minimum, not `slow`
@@ -820,11 +879,11 @@ def test_the_longest_update_so_far_raises_the_reserve(
 
     assert updates.subdirs == ["linux-64"]
     assert failures(result) == ["noarch", "osx-arm64"]
-    assert context.seconds_left >= END_MARGIN_SECONDS
+    assert runtime.seconds_left(context) >= END_MARGIN_SECONDS
 
 
 def test_each_update_waits_and_reads_only_within_the_time_left_at_its_start(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seconds_left = 60.0
 
@@ -839,19 +898,22 @@ def test_each_update_waits_and_reads_only_within_the_time_left_at_its_start(
     for left, wait, read in ((first_left, first_wait, first_read), (second_left, second_wait, second_read)):
         budget = left - END_MARGIN_SECONDS
         assert wait == pytest.approx(budget * WAIT_SHARE)
-        assert 0 < read <= budget * READ_SHARE
+        # The clock stands still between the budget's start and the update's: the whole read share is left.
+        assert read == pytest.approx(budget * READ_SHARE)
     assert second_read < first_read - 10  # computed from the time left then, not at the invocation's start
 
 
 def test_a_direct_invocation_without_time_for_a_subdir_raises_so_lambda_retries(
-    lambda_env: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    context = FakeContext(remaining_millis=round((END_MARGIN_SECONDS + MIN_UPDATE_SECONDS + 1) * 1000))
-    updates = TimedUpdates(context, {"linux-64": MIN_UPDATE_SECONDS, "win-64": MIN_UPDATE_SECONDS})
-    monkeypatch.setattr(package_events, "update_subdir", updates)
+    wiring, context, updates = timed_invocation(
+        monkeypatch,
+        END_MARGIN_SECONDS + MIN_UPDATE_SECONDS + 1,
+        {"linux-64": MIN_UPDATE_SECONDS, "win-64": MIN_UPDATE_SECONDS},
+    )
 
     with pytest.raises(TransientIndexingError) as raised:
-        package_events.handler(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN), context)
+        package_event(direct_s3_event(MOTO_BUCKET, NEW_LINUX, NEW_WIN), wiring=wiring, context=context)
 
     assert updates.subdirs == ["linux-64"]
     assert "win-64" in str(raised.value)
@@ -862,10 +924,10 @@ def test_with_4_seconds_left_on_the_wall_clock_the_handler_returns_in_time(bucke
     """The real core on moto, Lambda's clock running: each message is either indexed or returned."""
     for key in TIMED_KEYS.values():
         bucket.upload(key)
-    context = RunningContext(remaining_millis=4000)
+    context = LocalLambdaContext(timeout=4.0, clock=time.monotonic)
 
-    result = package_events.handler(
-        sqs_batch(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items())), context
+    result = package_event(
+        sqs_event(*(message_for(key, subdir) for subdir, key in TIMED_KEYS.items())), context=context
     )
 
     assert context.get_remaining_time_in_millis() > 0
@@ -892,7 +954,7 @@ def test_max_package_mb_and_channel_access_reach_the_index_options(
     monkeypatch.setattr(package_events, "update_subdir", update_subdir)
     bucket.upload(NEW_LINUX)
 
-    assert package_event(sqs_batch(message_for(NEW_LINUX, "m"))) == {"batchItemFailures": []}
+    assert package_event(sqs_event(message_for(NEW_LINUX, "m"))) == {"batchItemFailures": []}
 
     (options,) = given
     assert options.max_package_bytes == 5 * 1024 * 1024
@@ -1036,7 +1098,7 @@ def test_channel_breaking_the_prefix_rule_is_a_bad_request_saying_why(
     "invoke",
     [
         lambda: reindex({"channel": "", "bucket": MOTO_BUCKET}),
-        lambda: package_event(sqs_batch(message_for(NEW_LINUX, "m"))),
+        lambda: package_event(sqs_event(message_for(NEW_LINUX, "m"))),
     ],
     ids=["full-reindex", "package-events"],
 )
@@ -1088,16 +1150,19 @@ def test_bucket_in_the_request_other_than_channel_bucket_is_refused_naming_both(
     upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
     configure(monkeypatch, CHANNEL_BUCKET="the-channel-bucket")
     opened: list[str] = []
-    monkeypatch.setattr(full_reindex, "store_for", opened.append)
+    wiring = recording_wiring(opened)
     before = empty_bucket.snapshot()
 
-    result = reindex({"channel": "", "bucket": MOTO_BUCKET})
+    result = reindex({"channel": "", "bucket": MOTO_BUCKET}, wiring=wiring)
 
     assert result["ok"] is False
     assert f"'{MOTO_BUCKET}'" in result["error"]
     assert "'the-channel-bucket'" in result["error"]
     assert opened == []
     assert empty_bucket.snapshot() == before
+    # A request without "bucket" opens the function's own CHANNEL_BUCKET (which moto does not have).
+    assert reindex({"channel": ""}, wiring=wiring)["ok"] is False
+    assert opened == ["the-channel-bucket"]
 
 
 def test_missing_bucket_returns_ok_false_with_a_one_line_error(
@@ -1143,7 +1208,7 @@ def test_full_reindex_out_of_time_is_incomplete_and_the_next_invocation_complete
     _, packages = small_channel
     upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
 
-    first = reindex({"channel": ""}, remaining_millis=1)
+    first = reindex({"channel": ""}, seconds=0.001)
 
     assert first["ok"] is True
     assert first["complete"] is False
@@ -1160,15 +1225,37 @@ def test_full_reindex_out_of_time_is_incomplete_and_the_next_invocation_complete
         )
 
 
+class LateOnReaderThreads:
+    """The machine's clock, except on threads other than the one that made it: package reads run on the
+    reader pool's threads, and there monotonic time has run past any deadline; the subdir loop runs on the
+    invocation's thread, where it has not."""
+
+    def __init__(self) -> None:
+        self._invocation_thread = threading.get_ident()
+        self.late_answers = 0
+
+    def time(self) -> float:
+        return SYSTEM_CLOCK.time()
+
+    def monotonic(self) -> float:
+        if threading.get_ident() == self._invocation_thread:
+            return SYSTEM_CLOCK.monotonic()
+        self.late_answers += 1
+        return math.inf
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM_CLOCK.sleep(seconds)
+
+
 def test_full_reindex_reading_past_its_deadline_defers_files_and_the_next_invocation_reads_them(
-    empty_bucket: Bucket, small_channel: SmallChannel, monkeypatch: pytest.MonkeyPatch
+    empty_bucket: Bucket, small_channel: SmallChannel
 ) -> None:
     _, packages = small_channel
     upload_channel(empty_bucket.client, MOTO_BUCKET, "", small_channel[0])
-    # The clock package reads consult has run past any deadline; the subdir loop's clock has not.
-    monkeypatch.setattr(reindexer.package_fetch, "time", SimpleNamespace(monotonic=lambda: float("inf")))
+    wiring = Wiring.from_environment(os.environ)
+    wiring.clock = clock = LateOnReaderThreads()
 
-    first = reindex({"channel": ""})
+    first = reindex({"channel": ""}, wiring=wiring)
 
     assert first["ok"] is True
     assert first["complete"] is False
@@ -1179,8 +1266,9 @@ def test_full_reindex_reading_past_its_deadline_defers_files_and_the_next_invoca
         assert first["subdirs"][subdir]["complete"] is False
         assert empty_bucket.records(subdir) == {}  # what was read is published: nothing yet
 
-    monkeypatch.setattr(reindexer.package_fetch, "time", time)
-    second = reindex({"channel": ""})
+    assert clock.late_answers == len(packages)  # each package read found its deadline passed
+
+    second = reindex({"channel": ""})  # a fresh wiring, on the machine's clock
 
     assert second["complete"] is True
     for subdir in SUBDIRS:
