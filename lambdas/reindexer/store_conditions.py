@@ -11,13 +11,13 @@ import functools
 import json
 import logging
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from .clock import SYSTEM_CLOCK, Clock
 from .contract import PROBE_KEY_PREFIX, STORE_CONDITIONS_KEY
 from .store import (
     ConditionUnsupportedError,
@@ -132,7 +132,7 @@ def in_form(etag: str, form: str) -> str:
     return f'"{etag}"' if form == QUOTED else etag
 
 
-def probe_conditions(target: ProbeTarget, *, clock: Callable[[], float] = time.time) -> StoreConditions:
+def probe_conditions(target: ProbeTarget, *, clock: Clock = SYSTEM_CLOCK) -> StoreConditions:
     """Find out with a few requests on a fresh scratch key what the store honours; the key is removed."""
     key = f"{PROBE_KEY_PREFIX}{uuid.uuid4().hex}"
     try:
@@ -160,7 +160,7 @@ def probe_conditions(target: ProbeTarget, *, clock: Callable[[], float] = time.t
             target.delete_as_given(key)
         except StoreError as error:
             logger.warning("could not remove the probe object %s: %s", target.describe(key), error)
-    return StoreConditions(create_only, if_match, conditional_delete, round(clock(), 3))
+    return StoreConditions(create_only, if_match, conditional_delete, round(clock.time(), 3))
 
 
 def _refused(request: Callable[[], object]) -> bool:
@@ -196,7 +196,7 @@ class ConditionalRequests:
         *,
         single_writer: bool = False,
         known: StoreConditions | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._target = target
         self.single_writer = single_writer
@@ -250,7 +250,7 @@ class ConditionalRequests:
             logger.info("cannot read %s: %s", self._target.describe(CONDITIONS_KEY), error)
             return None
         cached = StoreConditions.from_bytes(data)
-        if cached is None or self._clock() - cached.probed_at > REPROBE_AFTER_SECONDS:
+        if cached is None or self._clock.time() - cached.probed_at > REPROBE_AFTER_SECONDS:
             return None
         return cached
 

@@ -15,6 +15,7 @@ from reindexer.store_conditions import (
     ConditionalRequests,
     StoreConditions,
 )
+from tests.support.clock import FakeClock
 
 TYPE = "application/json"
 FIELDS = {"create_only": True, "if_match": "quoted", "conditional_delete": True, "probed_at": 0}
@@ -70,9 +71,9 @@ def test_an_old_cached_answer_is_probed_again() -> None:
     store = MemoryStore(quirks=CEPH_LIKE)
     wrong = StoreConditions(True, "quoted", True, probed_at=1000.0)
     store.put_as_given(CONDITIONS_KEY, wrong.to_bytes())
-    fresh = ConditionalRequests(store, clock=lambda: 1000.0 + REPROBE_AFTER_SECONDS / 2)
+    fresh = ConditionalRequests(store, clock=FakeClock(1000.0 + REPROBE_AFTER_SECONDS / 2))
     assert fresh.conditions() == wrong, "within its lifetime the cached answer is trusted"
-    old = ConditionalRequests(store, clock=lambda: 1000.0 + REPROBE_AFTER_SECONDS + 1)
+    old = ConditionalRequests(store, clock=FakeClock(1000.0 + REPROBE_AFTER_SECONDS + 1))
     assert old.conditions().if_match == UNQUOTED
 
 

@@ -65,7 +65,7 @@ class Wiring:
         """The deployed wiring: settings from the stack's variables, S3 stores at the SDKs' endpoint."""
         settings = HandlerSettings.from_environment(environ)
         endpoint = S3Endpoint.from_environment(environ, max_connections=settings.read_jobs + 4)
-        return cls(settings, lambda bucket: S3Store(bucket, endpoint))
+        return cls(settings, lambda bucket: S3Store(bucket, endpoint, clock=SYSTEM_CLOCK), SYSTEM_CLOCK)
 
     def store(self, bucket: str) -> Store:
         """The bucket's store, kept for the wiring's life: what the bucket honours of conditional requests

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..store import FolderListing, NotFoundError, PreconditionFailedError, StoredObject, StoreError
 from ..store_conditions import ConditionalRequests, ProbedStore, StoreConditions
 
@@ -94,6 +95,7 @@ class MemoryStore(ProbedStore):
         quirks: StoreQuirks | None = None,
         single_writer: bool = False,
         conditions: StoreConditions | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.quirks = quirks or StoreQuirks()
@@ -101,7 +103,9 @@ class MemoryStore(ProbedStore):
         self.objects: dict[str, _Object] = {}
         self.hooks: list[Hook] = []
         self._lock = threading.RLock()
-        self.conditional = ConditionalRequests(self, single_writer=single_writer, known=conditions)
+        self.conditional = ConditionalRequests(
+            self, single_writer=single_writer, known=conditions, clock=clock
+        )
 
     # --- hooks -------------------------------------------------------------------------------------------
 

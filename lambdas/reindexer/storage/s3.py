@@ -25,6 +25,7 @@ import obstore
 from obstore import exceptions as obstore_errors
 from obstore.store import S3Store as ObjectStore
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..store import (
     FatalStoreError,
     FolderListing,
@@ -106,6 +107,7 @@ class S3Store(ProbedStore):
         credentials: S3Credentials | None = None,
         single_writer: bool = False,
         conditions: StoreConditions | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.bucket = bucket
         self.endpoint = endpoint or S3Endpoint()
@@ -116,7 +118,9 @@ class S3Store(ProbedStore):
         self._client: S3Client | None = None
         self._objects: ObjectStore | None = None
         self.on_request: Callable[[str, str], None] | None = None
-        self.conditional = ConditionalRequests(self, single_writer=single_writer, known=conditions)
+        self.conditional = ConditionalRequests(
+            self, single_writer=single_writer, known=conditions, clock=clock
+        )
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
