@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("reindexer")
 USAGE_ERROR = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MEBIBYTE = 1024 * 1024
 
 
@@ -272,8 +273,7 @@ def run_local(args: argparse.Namespace) -> int:
         repodata_max_age=args.repodata_max_age,
     )
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
     try:
         with running(settings, args.port) as stack:
             describe(stack, settings, channels[0] if channels else "my-channel", print)
@@ -288,6 +288,9 @@ def run_local(args: argparse.Namespace) -> int:
     except (RuntimeError, StoreError, OSError) as error:
         print(f"reindexer: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print("stopped", flush=True)
     return 0
 

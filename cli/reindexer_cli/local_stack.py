@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -156,36 +156,59 @@ def handler_environment(endpoint_url: str, settings: LocalSettings) -> dict[str,
 
 @contextmanager
 def running(settings: LocalSettings, port: int = LOCAL_PORT) -> Iterator[LocalStack]:
-    """Start the endpoint, provision it and run the worker until the block ends; then stop everything."""
-    for name, value in LOCAL_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
-    with EmbeddedS3(port) as server:
+    """Start the endpoint, provision it and run the worker until the block ends; then stop everything.
+
+    The process environment holds the handlers' settings and placeholder credentials meanwhile (the AWS
+    credential chain and Powertools read it there) and is given back as it was at the end.
+    """
+    with _environment(LOCAL_CREDENTIALS, keep_existing=True), EmbeddedS3(port) as server:
         stack = provision(server.endpoint_url, settings)
-        os.environ.update(handler_environment(server.endpoint_url, settings))
-        import boto3
+        with _environment(handler_environment(server.endpoint_url, settings)):
+            yield from _serve(stack, server.endpoint_url)
 
-        from reindexer.handlers import package_events
-        from reindexer.handlers.wiring import Wiring
 
-        from .sqs_worker import run_worker
+def _serve(stack: LocalStack, endpoint_url: str) -> Iterator[LocalStack]:
+    """Run the package-event worker on the provisioned stack until the caller's block ends."""
+    import boto3
 
-        wiring = Wiring.from_environment(os.environ)
-        stack = replace(stack, wiring=wiring)
-        sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, region_name=REGION)
-        stop = threading.Event()
-        worker = threading.Thread(
-            target=run_worker,
-            args=(stop, sqs, stack.queue_url, package_events.build_handler(wiring)),
-            kwargs={"wait_seconds": 1},
-            name="package-events-worker",
-            daemon=True,
-        )
-        worker.start()
-        try:
-            yield stack
-        finally:
-            stop.set()
-            worker.join(timeout=15)
+    from reindexer.handlers import package_events
+    from reindexer.handlers.wiring import Wiring
+
+    from .sqs_worker import run_worker
+
+    wiring = Wiring.from_environment(os.environ)
+    sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker,
+        args=(stop, sqs, stack.queue_url, package_events.build_handler(wiring)),
+        kwargs={"wait_seconds": 1},
+        name="package-events-worker",
+        daemon=True,
+    )
+    worker.start()
+    try:
+        yield replace(stack, wiring=wiring)
+    finally:
+        stop.set()
+        worker.join(timeout=15)
+
+
+@contextmanager
+def _environment(values: Mapping[str, str], *, keep_existing: bool = False) -> Iterator[None]:
+    """Set `values` in os.environ (not overriding what is set, with keep_existing) for the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if not (keep_existing and name in os.environ):
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
 
 
 def run_full_reindex(stack: LocalStack, channel: str) -> dict[str, Any]:

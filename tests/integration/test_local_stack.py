@@ -242,3 +242,21 @@ def test_reindex_flag_runs_the_full_reindex_handler_before_ready() -> None:
         process.communicate(timeout=30)
 
     assert "full reindex of dev: complete=True\n" in before_ready
+
+
+def test_running_in_process_gives_its_wiring_and_gives_the_environment_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reindexer_cli.local_stack import running
+
+    monkeypatch.delenv("CHANNEL_BUCKET", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "the-callers-key")
+    before = dict(os.environ)
+
+    with running(LocalSettings(bucket="in-process"), free_port()) as stack:
+        assert stack.wiring is not None
+        assert stack.wiring.settings.bucket == "in-process"
+        assert os.environ["CHANNEL_BUCKET"] == "in-process"
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "the-callers-key", "credentials set by the caller are kept"
+
+    assert dict(os.environ) == before
