@@ -30,7 +30,6 @@ from .store import (
 
 logger = logging.getLogger(__name__)
 
-CONDITIONS_KEY = STORE_CONDITIONS_KEY
 # A store can be upgraded or replaced behind the same endpoint: probe again now and then.
 REPROBE_AFTER_SECONDS = 7 * 24 * 3600.0
 QUOTED = "quoted"
@@ -243,11 +242,11 @@ class ConditionalRequests:
 
     def _cached(self) -> StoreConditions | None:
         try:
-            data, _ = self._target.read(CONDITIONS_KEY)
+            data, _ = self._target.read(STORE_CONDITIONS_KEY)
         except NotFoundError:
             return None
         except StoreError as error:
-            logger.info("cannot read %s: %s", self._target.describe(CONDITIONS_KEY), error)
+            logger.info("cannot read %s: %s", self._target.describe(STORE_CONDITIONS_KEY), error)
             return None
         cached = StoreConditions.from_bytes(data)
         if cached is None or self._clock.time() - cached.probed_at > REPROBE_AFTER_SECONDS:
@@ -261,10 +260,12 @@ class ConditionalRequests:
             raise type(error)(f"cannot probe the store's conditional requests: {error}") from None
         logger.info("%s: %s", self._target.describe(""), found.summary())
         try:
-            self._target.put_as_given(CONDITIONS_KEY, found.to_bytes())
+            self._target.put_as_given(STORE_CONDITIONS_KEY, found.to_bytes())
         except StoreError as error:
             logger.warning(
-                "cannot cache the probe's answer in %s: %s", self._target.describe(CONDITIONS_KEY), error
+                "cannot cache the probe's answer in %s: %s",
+                self._target.describe(STORE_CONDITIONS_KEY),
+                error,
             )
         return found
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from reindexer.contract import STORE_CONDITIONS_KEY
 from reindexer.storage.memory import CEPH_LIKE, MemoryStore
 from reindexer.store import FatalStoreError, UnsafeStoreError
 from reindexer.store_conditions import (
-    CONDITIONS_KEY,
     REPROBE_AFTER_SECONDS,
     UNQUOTED,
     ConditionalRequests,
@@ -61,16 +61,16 @@ def test_a_new_store_on_the_same_bucket_reads_the_cached_answer_instead_of_probi
 )
 def test_a_malformed_cached_answer_is_probed_again_and_replaced(cached: bytes) -> None:
     store = MemoryStore(quirks=CEPH_LIKE)
-    store.put_as_given(CONDITIONS_KEY, cached)
+    store.put_as_given(STORE_CONDITIONS_KEY, cached)
     conditional_writes(store)
     assert store.conditional.conditions().if_match == UNQUOTED
-    assert StoreConditions.from_bytes(store.read(CONDITIONS_KEY)[0]) is not None
+    assert StoreConditions.from_bytes(store.read(STORE_CONDITIONS_KEY)[0]) is not None
 
 
 def test_an_old_cached_answer_is_probed_again() -> None:
     store = MemoryStore(quirks=CEPH_LIKE)
     wrong = StoreConditions(True, "quoted", True, probed_at=1000.0)
-    store.put_as_given(CONDITIONS_KEY, wrong.to_bytes())
+    store.put_as_given(STORE_CONDITIONS_KEY, wrong.to_bytes())
     fresh = ConditionalRequests(store, clock=FakeClock(1000.0 + REPROBE_AFTER_SECONDS / 2))
     assert fresh.conditions() == wrong, "within its lifetime the cached answer is trusted"
     old = ConditionalRequests(store, clock=FakeClock(1000.0 + REPROBE_AFTER_SECONDS + 1))
@@ -87,9 +87,9 @@ def test_a_probe_that_cannot_write_says_so_and_what_stopped_it() -> None:
 
 def test_an_answer_that_cannot_be_cached_still_lets_the_run_go_on() -> None:
     store = MemoryStore()
-    store.fail("PutObject", CONDITIONS_KEY, FatalStoreError("access denied (403)"))
+    store.fail("PutObject", STORE_CONDITIONS_KEY, FatalStoreError("access denied (403)"))
     conditional_writes(store)
-    assert CONDITIONS_KEY not in store.objects
+    assert STORE_CONDITIONS_KEY not in store.objects
 
 
 def test_the_refusal_names_what_the_store_ignores_and_the_way_out() -> None:
