@@ -11,9 +11,9 @@ import reindexer.package_reader
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.storage.s3 import S3Store
-from tests import package_factory
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.helpers import CallRecorder, all_records, get_repodata, run_index
+from tests.support.archives import index_json, package_bytes
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 OVERSIZED_LIMIT = 4096
@@ -30,45 +30,44 @@ def _real_archives(tmp_path: Path) -> dict[str, bytes]:
 
 def bad_files(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
     """Channel-relative key -> (content, a phrase the rejection reason must contain)."""
-    pf = package_factory
     files: dict[str, tuple[bytes, str]] = {
         "linux-64/corrupt-1.0-h0_0.conda": (os.urandom(2048), "not a valid .conda"),
         "noarch/corrupt-1.0-h0_0.tar.bz2": (os.urandom(2048), "not a valid .tar.bz2"),
         "linux-64/empty-1.0-h0_0.conda": (b"", "empty file"),
         "noarch/empty-1.0-h0_0.tar.bz2": (b"", "empty file"),
         "linux-64/noindex-1.0-h0_0.conda": (
-            pf.package_bytes("noindex-1.0-h0_0.conda", None),
+            package_bytes("noindex-1.0-h0_0.conda", None),
             "no info/index.json",
         ),
         "noarch/noindex-1.0-h0_0.tar.bz2": (
-            pf.package_bytes("noindex-1.0-h0_0.tar.bz2", None),
+            package_bytes("noindex-1.0-h0_0.tar.bz2", None),
             "no info/index.json",
         ),
         "linux-64/badjson-1.0-h0_0.conda": (
-            pf.package_bytes("badjson-1.0-h0_0.conda", b'{"name": "badjson",'),
+            package_bytes("badjson-1.0-h0_0.conda", b'{"name": "badjson",'),
             "not valid JSON",
         ),
         "noarch/badjson-1.0-h0_0.tar.bz2": (
-            pf.package_bytes("badjson-1.0-h0_0.tar.bz2", b"\xff\xfe not json"),
+            package_bytes("badjson-1.0-h0_0.tar.bz2", b"\xff\xfe not json"),
             "not valid JSON",
         ),
         "linux-64/renamed-1.0-h0_0.conda": (
-            pf.package_bytes("renamed-1.0-h0_0.conda", pf.index_json("original", "1.0", "h0_0")),
+            package_bytes("renamed-1.0-h0_0.conda", index_json("original", "1.0", "h0_0")),
             "file name says renamed-1.0-h0_0",
         ),
         "linux-64/wrongsubdir-1.0-h0_0.tar.bz2": (
-            pf.package_bytes("wrongsubdir-1.0-h0_0.tar.bz2", pf.index_json("wrongsubdir", subdir="osx-64")),
+            package_bytes("wrongsubdir-1.0-h0_0.tar.bz2", index_json("wrongsubdir", subdir="osx-64")),
             "says subdir 'osx-64'",
         ),
         "linux-65/x-1-0.conda": (
-            pf.package_bytes("x-1-0.conda", pf.index_json("x", "1", "0")),
+            package_bytes("x-1-0.conda", index_json("x", "1", "0")),
             "not a known conda subdir",
         ),
         "linux-64/README.txt": (b"read me\n", "not a conda package"),
         "noarch/oversized-1.0-h0_0.conda": (
-            pf.package_bytes(
+            package_bytes(
                 "oversized-1.0-h0_0.conda",
-                pf.index_json("oversized", description="x" * (2 * OVERSIZED_LIMIT)),
+                index_json("oversized", description="x" * (2 * OVERSIZED_LIMIT)),
             ),
             "byte limit",
         ),

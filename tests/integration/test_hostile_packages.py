@@ -34,10 +34,22 @@ from reindexer.package_reader import MAX_ARCHIVE_MEMBERS, METADATA_MEMBER_LIMIT
 from reindexer.reports import MAX_REASON_LENGTH, ChannelReport
 from reindexer.storage.local import LocalStore
 from reindexer.store import StoredObject
-from tests import hostile_packages as hp
-from tests import package_factory
 from tests.rattler_client import ROUTES, ChannelServer, ClientView, load_all_routes, parse_repodata_json
 from tests.rattler_client import solve_and_install as rattler_solve_and_install
+from tests.support.archives import (
+    bz2_bomb,
+    conda_archive,
+    conda_from_info_tar,
+    index_json,
+    info_members,
+    member_flood_tar,
+    package_bytes,
+    raw_index,
+    tar_bz2_from_tar,
+    zstd,
+    zstd_bomb_info,
+    zstd_huge_window_info,
+)
 
 # A hostile file refused "cheaply" is refused within this many seconds of the whole index run.
 CHEAP_SECONDS = 5.0
@@ -114,15 +126,15 @@ def single(kind_id: str, build: Callable[[str, str], tuple[bytes, Verdict]], **f
 
 
 def raw_json_kind(kind_id: str, raw: list[tuple[str, str | bytes]], verdict: Verdict, **fields: Any) -> None:
-    """One hostile file whose info/index.json holds `raw` members verbatim (hostile_packages.raw_index)."""
+    """One hostile file whose info/index.json holds `raw` members verbatim (raw_index)."""
     single(
         kind_id,
-        lambda filename, build: (hp.package(filename, hp.raw_index(raw, build=build, **fields)), verdict),
+        lambda filename, build: (package_bytes(filename, raw_index(raw, build=build, **fields)), verdict),
     )
 
 
 def index_kind(kind_id: str, verdict: Verdict, **fields: Any) -> None:
-    """One hostile file whose info/index.json is package_factory.index_json with `fields`."""
+    """One hostile file whose info/index.json is the usual good-2.0 document (raw_index) with `fields`."""
     raw_json_kind(kind_id, [], verdict, **fields)
 
 
@@ -130,7 +142,7 @@ def run_exports_kind(kind_id: str, run_exports: bytes, verdict: Verdict) -> None
     single(
         kind_id,
         lambda filename, build: (
-            hp.package(filename, hp.raw_index([], build=build), {"info/run_exports.json": run_exports}),
+            package_bytes(filename, raw_index([], build=build), {"info/run_exports.json": run_exports}),
             verdict,
         ),
     )
@@ -142,24 +154,24 @@ single("corrupt-conda", lambda f, b: (os.urandom(2048), Rejected("not a valid .c
 single("corrupt-tar-bz2", lambda f, b: (os.urandom(2048), Rejected("not a valid .tar.bz2")))
 single("empty-conda", lambda f, b: (b"", Rejected("empty file")))
 single("empty-tar-bz2", lambda f, b: (b"", Rejected("empty file")))
-single("no-index-conda", lambda f, b: (hp.package(f, None), Rejected("no info/index.json")))
-single("no-index-tar-bz2", lambda f, b: (hp.package(f, None), Rejected("no info/index.json")))
+single("no-index-conda", lambda f, b: (package_bytes(f, None), Rejected("no info/index.json")))
+single("no-index-tar-bz2", lambda f, b: (package_bytes(f, None), Rejected("no info/index.json")))
 single(
     "invalid-json-conda",
-    lambda f, b: (hp.package(f, b'{"name": "good", "version": '), Rejected("not valid JSON")),
+    lambda f, b: (package_bytes(f, b'{"name": "good", "version": '), Rejected("not valid JSON")),
 )
 single(
     "invalid-json-tar-bz2",
-    lambda f, b: (hp.package(f, b'{"name": "good",, }'), Rejected("not valid JSON")),
+    lambda f, b: (package_bytes(f, b'{"name": "good",, }'), Rejected("not valid JSON")),
 )
 single(
     "index-not-an-object",
-    lambda f, b: (hp.package(f, b'["good", "2.0"]'), Rejected("must hold a JSON object, not list")),
+    lambda f, b: (package_bytes(f, b'["good", "2.0"]'), Rejected("must hold a JSON object, not list")),
 )
 single(
     "renamed",
     lambda f, b: (
-        hp.package(f, hp.raw_index([], name="original", build=b)),
+        package_bytes(f, raw_index([], name="original", build=b)),
         Rejected(f"file name says good-2.0-{b} but info/index.json says original-2.0-{b}"),
     ),
 )
@@ -167,7 +179,7 @@ index_kind("wrong-subdir", Rejected("says subdir 'osx-64' but the file is in 'li
 kind("unknown-subdir-folder")(
     lambda _: {
         "linux-65/good-2.0-h0_0.conda": (
-            hp.package("good-2.0-h0_0.conda", hp.raw_index([])),
+            package_bytes("good-2.0-h0_0.conda", raw_index([])),
             Rejected("'linux-65' is not a known conda subdir"),
         )
     }
@@ -175,7 +187,7 @@ kind("unknown-subdir-folder")(
 kind("non-package-file")(lambda _: {"linux-64/README.txt": (b"read me\n", Rejected("not a conda package"))})
 kind("unparseable-file-name")(
     lambda _: {
-        "linux-64/good.conda": (hp.package("good.conda", hp.raw_index([])), Rejected("file name is not"))
+        "linux-64/good.conda": (package_bytes("good.conda", raw_index([])), Rejected("file name is not"))
     }
 )
 index_kind(
@@ -278,7 +290,7 @@ def _bad_version(version: str) -> Callable[[Neighbours], Files]:
         filename = f"good-{version}-h0_0.conda"
         return {
             f"linux-64/{filename}": (
-                hp.package(filename, hp.raw_index([], version=version)),
+                package_bytes(filename, raw_index([], version=version)),
                 Rejected(f"version {version!r} does not parse"),
             )
         }
@@ -325,7 +337,7 @@ index_kind(
 def _uppercase_name(_: Neighbours) -> Files:
     return {
         "linux-64/Upper-1.0-h0_0.conda": (
-            hp.package("Upper-1.0-h0_0.conda", hp.raw_index([], name="Upper", version="1.0")),
+            package_bytes("Upper-1.0-h0_0.conda", raw_index([], name="Upper", version="1.0")),
             Rejected("name 'Upper' is not a conda package name (CEP-26"),
         )
     }
@@ -339,7 +351,7 @@ def _long_name(_: Neighbours) -> Files:
     filename = f"{LONG_NAME}-1.0-h0_0.tar.bz2"
     return {
         f"noarch/{filename}": (
-            hp.package(filename, hp.raw_index([], name=LONG_NAME, version="1.0")),
+            package_bytes(filename, raw_index([], name=LONG_NAME, version="1.0")),
             Rejected("info/index.json name is 200 characters long, over the limit of 128"),
         )
     }
@@ -361,10 +373,10 @@ index_kind(
 
 @kind("member-flood-tar-bz2", cheap=True)
 def _member_flood_tar_bz2(_: Neighbours) -> Files:
-    tar = hp.member_flood_tar(MAX_ARCHIVE_MEMBERS + 1, hp.index_document(build="flood_0"))
+    tar = member_flood_tar(MAX_ARCHIVE_MEMBERS + 1, index_json("good", "2.0", build="flood_0"))
     return {
         "noarch/good-2.0-flood_0.tar.bz2": (
-            hp.tar_bz2_from_tar(tar),
+            tar_bz2_from_tar(tar),
             Rejected(f"not found within the first {MAX_ARCHIVE_MEMBERS} archive members"),
         )
     }
@@ -372,10 +384,10 @@ def _member_flood_tar_bz2(_: Neighbours) -> Files:
 
 @kind("member-flood-conda", cheap=True)
 def _member_flood_conda(_: Neighbours) -> Files:
-    tar = hp.member_flood_tar(MAX_ARCHIVE_MEMBERS + 1, hp.index_document(build="flood_0"))
+    tar = member_flood_tar(MAX_ARCHIVE_MEMBERS + 1, index_json("good", "2.0", build="flood_0"))
     return {
         "linux-64/good-2.0-flood_0.conda": (
-            hp.conda_from_info_tar("good-2.0-flood_0", hp.zstd(tar)),
+            conda_from_info_tar("good-2.0-flood_0", zstd(tar)),
             Rejected(f"not found within the first {MAX_ARCHIVE_MEMBERS} archive members"),
         )
     }
@@ -383,10 +395,10 @@ def _member_flood_conda(_: Neighbours) -> Files:
 
 @kind("zip-entry-flood", cheap=True)
 def _zip_entry_flood(_: Neighbours) -> Files:
-    info = hp.zstd(hp.member_flood_tar(0, hp.index_document(build="zip_0")))
+    info = zstd(member_flood_tar(0, index_json("good", "2.0", build="zip_0")))
     return {
         "linux-64/good-2.0-zip_0.conda": (
-            hp.conda_from_info_tar("good-2.0-zip_0", info, extra_entries=5000),
+            conda_from_info_tar("good-2.0-zip_0", info, extra_entries=5000),
             Rejected("the zip holds 5003 entries, over the limit of 16"),
         )
     }
@@ -394,10 +406,10 @@ def _zip_entry_flood(_: Neighbours) -> Files:
 
 @kind("zstd-bomb", cheap=True)
 def _zstd_bomb(_: Neighbours) -> Files:
-    info = hp.zstd_bomb_info(1 << 30, hp.index_document(build="bomb_0"))
+    info = zstd_bomb_info(1 << 30, index_json("good", "2.0", build="bomb_0"))
     return {
         "linux-64/good-2.0-bomb_0.conda": (
-            hp.conda_from_info_tar("good-2.0-bomb_0", info),
+            conda_from_info_tar("good-2.0-bomb_0", info),
             Rejected("decompression bomb"),
         )
     }
@@ -405,10 +417,10 @@ def _zstd_bomb(_: Neighbours) -> Files:
 
 @kind("zstd-huge-window", cheap=True)
 def _zstd_huge_window(_: Neighbours) -> Files:
-    info = hp.zstd_huge_window_info(hp.index_document(build="window_0"))
+    info = zstd_huge_window_info(index_json("good", "2.0", build="window_0"))
     return {
         "linux-64/good-2.0-window_0.conda": (
-            hp.conda_from_info_tar("good-2.0-window_0", info),
+            conda_from_info_tar("good-2.0-window_0", info),
             Rejected("corrupt info component in .conda archive"),
         )
     }
@@ -418,7 +430,7 @@ def _zstd_huge_window(_: Neighbours) -> Files:
 def _bz2_bomb(_: Neighbours) -> Files:
     return {
         "noarch/good-2.0-bomb_0.tar.bz2": (
-            hp.bz2_bomb(1 << 30, hp.index_document(build="bomb_0")),
+            bz2_bomb(1 << 30, index_json("good", "2.0", build="bomb_0")),
             Rejected("decompression bomb"),
         )
     }
@@ -428,8 +440,8 @@ def _bz2_bomb(_: Neighbours) -> Files:
 def _over_max_size(_: Neighbours) -> Files:
     filename = "good-2.0-big_0.conda"
     payload = {"share/noise.bin": os.urandom(MAX_SIZE_LIMIT + 1024)}
-    info = package_factory.info_members(hp.index_document(build="big_0"))
-    data = package_factory.conda_archive("good-2.0-big_0", info, payload)
+    info = info_members(index_json("good", "2.0", build="big_0"))
+    data = conda_archive("good-2.0-big_0", info, payload)
     assert len(data) > MAX_SIZE_LIMIT
     return {f"linux-64/{filename}": (data, Rejected(f"over the limit of {MAX_SIZE_LIMIT}"))}
 
@@ -440,36 +452,36 @@ def _over_max_size(_: Neighbours) -> Files:
 @kind("poisoned-name")
 def _poisoned_name(_: Neighbours) -> Files:
     def conda(filename: str, index: bytes, extra: dict[str, bytes] | None = None) -> bytes:
-        return hp.package(filename, index, extra)
+        return package_bytes(filename, index, extra)
 
     return {
         "linux-64/good-2.0-h0_0.conda": (
-            conda("good-2.0-h0_0.conda", hp.raw_index([], noarch="x")),
+            conda("good-2.0-h0_0.conda", raw_index([], noarch="x")),
             Rejected("noarch must be"),
         ),
         "linux-64/good-2.0-h1_0.conda": (
-            conda("good-2.0-h1_0.conda", hp.raw_index([], build="h1_0", depends=["numpy 1!!2"])),
+            conda("good-2.0-h1_0.conda", raw_index([], build="h1_0", depends=["numpy 1!!2"])),
             Rejected("depends spec 'numpy 1!!2' does not parse"),
         ),
         # The same stem as the good .conda beside it, in the other format.
         "linux-64/good-1.0-h0_0.tar.bz2": (
-            conda("good-1.0-h0_0.tar.bz2", hp.raw_index([("build_number", "NaN")], version="1.0")),
+            conda("good-1.0-h0_0.tar.bz2", raw_index([("build_number", "NaN")], version="1.0")),
             Rejected("NaN is not a JSON number"),
         ),
         "noarch/good-3.0-h0_0.tar.bz2": (
             conda(
                 "good-3.0-h0_0.tar.bz2",
-                hp.raw_index([], version="3.0"),
+                raw_index([], version="3.0"),
                 {"info/run_exports.json": b'{"weak": "good"}'},
             ),
             Rejected("run_exports.weak must be a list"),
         ),
         "noarch/good-1.0-h1_0.conda": (
-            conda("good-1.0-h1_0.conda", hp.raw_index([], version="1.0", build="h1_0", timestamp=2**62)),
+            conda("good-1.0-h1_0.conda", raw_index([], version="1.0", build="h1_0", timestamp=2**62)),
             Rejected("timestamp must be a whole number"),
         ),
         "noarch/good-1.5-h0_0.conda": (
-            conda("good-1.5-h0_0.conda", hp.raw_index([], version="1.5", license="MIT\x00")),
+            conda("good-1.5-h0_0.conda", raw_index([], version="1.5", license="MIT\x00")),
             Rejected("holds control characters"),
         ),
     }

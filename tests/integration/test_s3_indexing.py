@@ -19,7 +19,6 @@ from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from reindexer_cli.embedded_s3 import EmbeddedS3
-from tests import package_factory
 from tests.common import sha256_hex, zstd_decompress
 from tests.integration.conftest import MOTO_BUCKET
 from tests.integration.helpers import (
@@ -34,6 +33,7 @@ from tests.integration.helpers import (
     s3_store,
     subdirs_of,
 )
+from tests.support import archives
 from tests.writers import index_ignoring_lease
 
 SmallChannel = tuple[Path, list[SamplePackage]]
@@ -365,9 +365,9 @@ def test_large_multipart_package_is_indexed_with_its_real_digests(moto_store: S3
     # Three 8 MiB parts, and more than the spool keeps in memory.
     payload = os.urandom(max(reindexer.package_reader.SPOOL_MEMORY_LIMIT, 16 * 1024 * 1024) + 1024 * 1024)
     filename = "bigpkg-1.0-h0_0.conda"
-    data = package_factory.conda_archive(
+    data = archives.conda_archive(
         "bigpkg-1.0-h0_0",
-        package_factory.info_members(package_factory.index_json("bigpkg", subdir="linux-64")),
+        archives.info_members(archives.index_json("bigpkg", subdir="linux-64")),
         {"share/big.bin": payload},
     )
     assert len(data) > reindexer.package_reader.SPOOL_MEMORY_LIMIT

@@ -9,7 +9,7 @@ from reindexer.conda_grammar import build_problem, name_problem, version_problem
 from reindexer.layout import parse_package_filename
 from reindexer.package_reader import ArchiveDigests, BadPackageError, PackageMetadata
 from reindexer.records import build_record
-from tests.package_factory import index_json
+from tests.support.archives import index_json
 
 DIGESTS = ArchiveDigests(md5="0" * 32, sha256="1" * 64, size=1)
 

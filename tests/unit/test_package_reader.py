@@ -14,7 +14,7 @@ import zstandard
 
 from reindexer import package_reader
 from reindexer.package_reader import BadPackageError, PackageSpool, read_metadata
-from tests.package_factory import (
+from tests.support.archives import (
     conda_archive,
     index_json,
     package_bytes,

@@ -43,7 +43,7 @@ from reindexer.shards import check_shardable
 from reindexer.state import IndexedPackage, RejectedFile
 from reindexer.storage.local import LocalStore
 from reindexer.store import StoredObject
-from tests.package_factory import index_json, tar_bytes
+from tests.support.archives import index_json, tar_bytes
 
 LONG = os.environ.get("REINDEXER_FUZZ", "").strip().lower() == "long"
 LONG_EXAMPLES = int(os.environ.get("REINDEXER_FUZZ_EXAMPLES", "20000"))

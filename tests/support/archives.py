@@ -1,7 +1,5 @@
-"""Archive builders for hostile inputs: raw JSON no well-behaved producer writes, member floods, zip entry
-floods and decompression bombs. Every builder is cheap: bombs are made of repeated compressed blocks or
-of zeros that zstd compresses at gigabytes per second, never of gigabytes held in memory.
-"""
+"""Packages to index, made by hand: well-formed archives around any index.json, and hostile ones (raw JSON no
+producer writes, member and zip-entry floods, decompression bombs built cheaply from repeated blocks)."""
 
 from __future__ import annotations
 
@@ -15,16 +13,83 @@ from typing import Any
 
 import zstandard
 
-from tests import package_factory
-
 TAR_BLOCK = 512
+TAR_END = b"\0" * (2 * TAR_BLOCK)
 ZEROS_CHUNK = 16 * 1024 * 1024
 
+# --- Well-formed archives ------------------------------------------------------------------------------
 
-def index_document(
-    name: str = "good", version: str = "2.0", build: str = "h0_0", **fields: Any
-) -> dict[str, Any]:
-    return package_factory.index_json(name, version, build, **fields)
+
+def index_json(name: str = "pkg", version: str = "1.0", build: str = "h0_0", **fields: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "build": build,
+        "build_number": 0,
+        "depends": [],
+        "license": "MIT",
+        "timestamp": 1704067200000,
+    }
+    document.update(fields)
+    return document
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def info_members(
+    index: dict[str, Any] | bytes | None, extra: dict[str, bytes] | None = None
+) -> dict[str, bytes]:
+    members: dict[str, bytes] = {}
+    if index is not None:
+        members["info/index.json"] = index if isinstance(index, bytes) else json.dumps(index).encode()
+    members.update(extra or {})
+    return members
+
+
+def _conda_zip(stem: str, info_tar_zst: bytes, pkg_tar_zst: bytes, extra_entries: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"pkg-{stem}.tar.zst", pkg_tar_zst)
+        archive.writestr(f"info-{stem}.tar.zst", info_tar_zst)
+        for number in range(extra_entries):
+            archive.writestr(f"junk/{number:06d}", b"")
+    return buffer.getvalue()
+
+
+def conda_archive(stem: str, info: dict[str, bytes], payload: dict[str, bytes] | None = None) -> bytes:
+    """A .conda: a STORED zip of metadata.json, info-<stem>.tar.zst and pkg-<stem>.tar.zst."""
+    compressor = zstandard.ZstdCompressor()
+    payload_tar = tar_bytes(payload or {"share/a.txt": b"a"})
+    return _conda_zip(stem, compressor.compress(tar_bytes(info)), compressor.compress(payload_tar))
+
+
+def tar_bz2_archive(members: dict[str, bytes]) -> bytes:
+    """A .tar.bz2 holding `members` in the given order."""
+    return bz2.compress(tar_bytes(members))
+
+
+def package_bytes(
+    filename: str, index: dict[str, Any] | bytes | None, extra: dict[str, bytes] | None = None
+) -> bytes:
+    """A well-formed archive of either format (by `filename`) around the given index.json body (None: no
+    index.json at all)."""
+    info = info_members(index, extra)
+    if filename.endswith(".conda"):
+        return conda_archive(filename[: -len(".conda")], info)
+    return tar_bz2_archive({**info, "share/a.txt": b"a"})
+
+
+# --- Hostile archives: every builder is cheap (bombs are repeated compressed blocks, or zeros that zstd ----
+# --- compresses at gigabytes per second, never gigabytes held in memory) ----------------------------------
 
 
 def raw_index(
@@ -37,7 +102,7 @@ def raw_index(
     """An info/index.json body with `raw` members written verbatim as `"key": <raw value>` before the usual
     fields (which lose any key named in `raw`): NaN, 1e999, duplicate keys, invalid UTF-8 and the like,
     none of which json.dumps would write."""
-    document = package_factory.index_json(name, version, build, **fields)
+    document = index_json(name, version, build, **fields)
     for key, _ in raw:
         document.pop(key, None)
     members = b"".join(
@@ -45,13 +110,6 @@ def raw_index(
         for key, value in raw
     )
     return b"{" + members + json.dumps(document).encode()[1:]
-
-
-def package(
-    filename: str, index: dict[str, Any] | bytes | None, extra: dict[str, bytes] | None = None
-) -> bytes:
-    """A well-formed archive of either format (by `filename`) around the given index.json body."""
-    return package_factory.package_bytes(filename, index, extra)
 
 
 def _tar_header(path: str, size: int) -> bytes:
@@ -68,9 +126,6 @@ def _tar_file(path: str, data: bytes) -> bytes:
     return _tar_header(path, len(data)) + data + _padding(len(data))
 
 
-TAR_END = b"\0" * (2 * TAR_BLOCK)
-
-
 def member_flood_tar(count: int, index: dict[str, Any]) -> bytes:
     """An uncompressed tar of `count` empty members under info/, then info/index.json."""
     empty = b"".join(_tar_header(f"info/empty/{number:06d}", 0) for number in range(count))
@@ -83,15 +138,8 @@ def tar_bz2_from_tar(tar: bytes) -> bytes:
 
 def conda_from_info_tar(stem: str, info_tar_zst: bytes, *, extra_entries: int = 0) -> bytes:
     """A .conda around an already compressed info tarball, with `extra_entries` junk entries added."""
-    compressor = zstandard.ZstdCompressor()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
-        archive.writestr(f"pkg-{stem}.tar.zst", compressor.compress(package_factory.tar_bytes({"a": b"a"})))
-        archive.writestr(f"info-{stem}.tar.zst", info_tar_zst)
-        for number in range(extra_entries):
-            archive.writestr(f"junk/{number:06d}", b"")
-    return buffer.getvalue()
+    payload = zstandard.ZstdCompressor().compress(tar_bytes({"a": b"a"}))
+    return _conda_zip(stem, info_tar_zst, payload, extra_entries)
 
 
 def zstd(data: bytes) -> bytes:
