@@ -1,10 +1,9 @@
-"""Small helpers every test layer uses: streaming zstd decompression, digests, SQS queue depth."""
+"""Small helpers every test layer uses: streaming zstd decompression, digests."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-from typing import Any
 
 import zstandard
 
@@ -20,14 +19,3 @@ def zstd_decompress(data: bytes) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def queue_counts(sqs: Any, queue_url: str) -> tuple[int, int]:
-    """Messages waiting and messages in flight on a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )

@@ -47,9 +47,9 @@ from reindexer_cli.lambda_events import (
 )
 from tests.common import sha256_hex
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.handler_helpers import load_event
 from tests.integration.helpers import all_records, get_repodata, s3_store
 from tests.support.clock import FakeClock
+from tests.support.events import load_event
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reindexer.contract import channel_prefix_problem
 from reindexer.notifications import MalformedEventError, PackageLocation, locate, parse_event
+from tests.support.events import load_event
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 BUCKET = "channel-bucket"
-
-
-def load_event(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return event
 
 
 def keys_by_message(event: dict[str, Any]) -> dict[str | None, list[str]]:

@@ -20,7 +20,7 @@ from reindexer_cli.sqs_worker import (
     run_worker,
     to_lambda_event,
 )
-from tests.common import queue_counts
+from tests.support.events import queue_counts
 
 VISIBILITY = 1
 RECORD_KEYS = {
