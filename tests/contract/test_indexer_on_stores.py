@@ -24,10 +24,9 @@ from reindexer.reports import ChannelReport
 from reindexer.storage.memory import CEPH_LIKE, IGNORES_CONDITIONS, MemoryStore
 from reindexer.store import Store, StoredObject, UnsafeStoreError
 from reindexer.store_conditions import QUOTED, UNQUOTED, StoreConditions
-from tests.common import sha256_hex
 from tests.contract.conftest import S3_KINDS, make_store
-from tests.integration.concurrency_checks import assert_noop_run, check_channel
-from tests.writers import index_ignoring_lease
+from tests.support.checks import assert_noop_run, check_channel, sha256_hex
+from tests.support.stores import index_ignoring_lease
 
 CHANNEL = "ch"
 TYPE = "application/octet-stream"

@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from reindexer.storage.s3 import S3Store
 from reindexer.store_conditions import StoreConditions
-from tests.integration.helpers import CallRecorder, s3_store
+from tests.support.stores import CallRecorder, s3_store
 
 MOTO_BUCKET = "channel-bucket"
 

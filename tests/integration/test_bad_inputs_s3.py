@@ -12,8 +12,9 @@ from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
 from reindexer.storage.s3 import S3Store
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import CallRecorder, all_records, get_repodata, run_index
 from tests.support.archives import index_json, package_bytes
+from tests.support.checks import all_records
+from tests.support.stores import CallRecorder, get_repodata, run_index
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 OVERSIZED_LIMIT = 4096

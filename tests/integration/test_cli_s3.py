@@ -12,7 +12,8 @@ from typing import Any
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage
 from reindexer_cli.embedded_s3 import EmbeddedS3, free_port
-from tests.integration.helpers import all_records, get_repodata
+from tests.support.checks import all_records
+from tests.support.stores import get_repodata
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CLI_TIMEOUT = 60

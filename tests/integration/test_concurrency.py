@@ -31,10 +31,9 @@ from reindexer.subdir_ref import SubdirRef
 from reindexer_cli.embedded_s3 import EmbeddedS3
 from reindexer_cli.lambda_events import LocalLambdaContext
 from reindexer_cli.sqs_worker import queue_arn, run_worker
-from tests.common import sha256_hex
-from tests.integration.concurrency_checks import assert_noop_run, check_channel
-from tests.integration.helpers import s3_store
+from tests.support.checks import assert_noop_run, check_channel, sha256_hex
 from tests.support.events import queue_counts
+from tests.support.stores import s3_store
 
 pytestmark = [
     pytest.mark.slow,

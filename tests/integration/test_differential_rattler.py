@@ -14,15 +14,8 @@ from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import build_packages, plan_channel
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer_cli.embedded_s3 import EmbeddedS3
-from tests.common import sha256_hex, zstd_decompress
-from tests.integration.helpers import (
-    all_records,
-    decode_msgpack_zst,
-    get_bytes,
-    get_repodata,
-    run_index,
-    s3_store,
-)
+from tests.support.checks import all_records, decode_msgpack_zst, sha256_hex, zstd_decompress
+from tests.support.stores import get_bytes, get_repodata, run_index, s3_store
 
 CHANNEL = "conda/main"
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

@@ -33,11 +33,9 @@ from reindexer.store import PreconditionFailedError, Store, TransientStoreError
 from reindexer.updater import update_subdir
 from reindexer_cli.lambda_events import LocalLambdaContext
 from reindexer_cli.sqs_worker import poll_once, queue_arn, to_lambda_event
-from tests.common import sha256_hex
-from tests.integration.concurrency_checks import assert_noop_run, channel_subdirs, check_channel
-from tests.integration.concurrency_stores import Crash, CrashingStore, FlakyStore, StoreWrapper
-from tests.integration.helpers import s3_store
+from tests.support.checks import assert_noop_run, channel_subdirs, check_channel, sha256_hex
 from tests.support.events import queue_counts
+from tests.support.stores import Crash, CrashingStore, FlakyStore, StoreWrapper, s3_store
 
 CHANNEL = "org/dev"
 BUCKET = "fault-bucket"

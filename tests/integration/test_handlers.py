@@ -45,11 +45,11 @@ from reindexer_cli.lambda_events import (
     sqs_event,
     sqs_record,
 )
-from tests.common import sha256_hex
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import all_records, get_repodata, s3_store
+from tests.support.checks import all_records, sha256_hex
 from tests.support.clock import FakeClock
 from tests.support.events import load_event
+from tests.support.stores import get_repodata, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

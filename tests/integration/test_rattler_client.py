@@ -27,8 +27,8 @@ from devtools.sample_channel import SamplePackage
 from reindexer.contract import PUBLISHED_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
 from reindexer.options import IndexOptions, PublishSettings
 from reindexer_cli.embedded_s3 import EmbeddedS3
-from tests.common import sha256_hex
-from tests.integration.helpers import run_index, s3_store
+from tests.support.checks import sha256_hex
+from tests.support.stores import run_index, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CHANNEL = "org/stable"

@@ -19,22 +19,19 @@ from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from reindexer_cli.embedded_s3 import EmbeddedS3
-from tests.common import sha256_hex, zstd_decompress
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import (
+from tests.support import archives
+from tests.support.checks import all_records, decode_msgpack_zst, md5_hex, sha256_hex, zstd_decompress
+from tests.support.stores import (
     CallRecorder,
-    all_records,
-    decode_msgpack_zst,
     get_bytes,
     get_repodata,
-    md5_hex,
+    index_ignoring_lease,
     multipart_upload,
     run_index,
     s3_store,
     subdirs_of,
 )
-from tests.support import archives
-from tests.writers import index_ignoring_lease
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")

@@ -15,7 +15,8 @@ from reindexer.publication import SHARD_CACHE_CONTROL
 from reindexer.storage.s3 import S3Store
 from reindexer.store import FatalStoreError, NotFoundError, PreconditionFailedError, UnreadableObjectError
 from tests.integration.conftest import MOTO_BUCKET
-from tests.integration.helpers import md5_hex, run_index, s3_store
+from tests.support.checks import md5_hex
+from tests.support.stores import run_index, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 

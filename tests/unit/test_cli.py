@@ -19,7 +19,8 @@ from reindexer_cli import cli
 from reindexer_cli.cli import main, parse_target
 from reindexer_cli.embedded_s3 import free_port
 from reindexer_cli.local_stack import LOCAL_CREDENTIALS
-from tests.unit.helpers import channel_files, copy_channel, read_repodata
+from tests.support.checks import read_repodata
+from tests.support.stores import channel_files, copy_channel
 
 SUBDIRS = ["linux-64", "noarch", "osx-arm64", "win-64"]
 

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 from rattler.index import index_fs
 
@@ -26,19 +25,15 @@ from reindexer.state import IndexedPackage, RejectedFile, SubdirState
 from reindexer.storage.local import LocalStore
 from reindexer.store import FolderListing, PreconditionFailedError, StoredObject, TransientStoreError
 from reindexer.subdir_ref import SubdirRef
-from tests.common import zstd_decompress
-from tests.unit.helpers import (
-    all_records,
+from tests.support.checks import all_records, decode_msgpack_zst, read_repodata, sha256_hex, zstd_decompress
+from tests.support.stores import (
     channel_files,
     copy_channel,
-    read_msgpack_zst,
-    read_repodata,
+    index_folder,
+    index_ignoring_lease,
     rebuild_package,
-    run_index,
-    sha256_of,
     upload,
 )
-from tests.writers import index_ignoring_lease
 
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
 
@@ -83,7 +78,7 @@ def assert_valid_outputs(subdir_folder: Path, expected_files: set[str]) -> dict[
 
     assert zstd_decompress((subdir_folder / "repodata.json.zst").read_bytes()) == raw
 
-    index = read_msgpack_zst(subdir_folder / "repodata_shards.msgpack.zst")
+    index = decode_msgpack_zst((subdir_folder / "repodata_shards.msgpack.zst").read_bytes())
     assert index["info"]["subdir"] == subdir
     assert index["info"]["shards_base_url"] == "./shards/"
     assert set(index["shards"]) == {record["name"] for record in records.values()}
@@ -91,7 +86,7 @@ def assert_valid_outputs(subdir_folder: Path, expected_files: set[str]) -> dict[
     for name, digest in index["shards"].items():
         path = subdir_folder / shard_path(digest.hex())
         assert hashlib.sha256(path.read_bytes()).digest() == digest, name
-        shard = read_msgpack_zst(path)
+        shard = decode_msgpack_zst(path.read_bytes())
         for filename, entry in {**shard["packages"], **shard["packages.conda"]}.items():
             assert entry["name"] == name
             from_shards[filename] = entry
@@ -106,7 +101,7 @@ def assert_valid_outputs(subdir_folder: Path, expected_files: set[str]) -> dict[
 
 
 def test_cold_run_writes_every_output_for_every_subdir(channel, packages):
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     assert sorted(report.subdirs) == sorted(SUBDIRS)
@@ -126,7 +121,7 @@ def test_cold_run_writes_every_output_for_every_subdir(channel, packages):
 def test_cold_run_writes_an_empty_noarch_index_when_the_folder_is_missing(channel):
     shutil.rmtree(channel / "noarch")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     assert "noarch" in report.subdirs
@@ -135,7 +130,7 @@ def test_cold_run_writes_an_empty_noarch_index_when_the_folder_is_missing(channe
 
 
 def test_empty_folder_becomes_a_channel_with_noarch(tmp_path):
-    report, _ = run_index(tmp_path)
+    report, _ = index_folder(tmp_path)
 
     assert report.ok
     assert list(report.subdirs) == ["noarch"]
@@ -143,10 +138,10 @@ def test_empty_folder_becomes_a_channel_with_noarch(tmp_path):
 
 
 def test_second_run_writes_nothing_and_reads_no_package(channel):
-    run_index(channel)
+    index_folder(channel)
     before = channel_files(channel)
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert "write" not in store.requests
     assert reads(store) == len(report.subdirs)  # one state read per subdir, no package
@@ -157,9 +152,9 @@ def test_second_run_writes_nothing_and_reads_no_package(channel):
 
 
 def test_second_run_after_writing_an_empty_noarch_writes_nothing(tmp_path):
-    run_index(tmp_path)
+    index_folder(tmp_path)
 
-    _, store = run_index(tmp_path)
+    _, store = index_folder(tmp_path)
 
     assert "write" not in store.requests
 
@@ -168,11 +163,11 @@ def test_second_run_after_writing_an_empty_noarch_writes_nothing(tmp_path):
 
 
 def test_adding_one_package_reads_only_that_package(channel, packages, tmp_path):
-    run_index(channel)
+    index_folder(channel)
     new = replace(packages[1], version="9.9.9", build="h9999999_0", payload="new")
     upload(rebuild_package(new, tmp_path / "scratch"), channel / new.key)
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert reads(store) == len(report.subdirs) + 1
     assert report.subdirs[new.subdir].added == [new.filename]
@@ -181,11 +176,11 @@ def test_adding_one_package_reads_only_that_package(channel, packages, tmp_path)
 
 
 def test_deleting_a_package_drops_its_record(channel, packages):
-    run_index(channel)
+    index_folder(channel)
     gone = packages[1]
     (channel / gone.key).unlink()
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert reads(store) == len(report.subdirs)
     assert report.subdirs[gone.subdir].removed == [gone.filename]
@@ -194,18 +189,18 @@ def test_deleting_a_package_drops_its_record(channel, packages):
 
 
 def test_deleting_every_file_of_a_name_drops_it_from_the_shard_index(channel, packages):
-    run_index(channel)
+    index_folder(channel)
     name = packages[1].name
     doomed = [p for p in packages if p.name == name]
     assert len(doomed) > 1
     for package in doomed:
         (channel / package.key).unlink()
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     subdir = packages[1].subdir
     assert sorted(report.subdirs[subdir].removed) == sorted(p.filename for p in doomed)
-    index = read_msgpack_zst(channel / subdir / "repodata_shards.msgpack.zst")
+    index = decode_msgpack_zst((channel / subdir / "repodata_shards.msgpack.zst").read_bytes())
     assert name not in index["shards"]
     assert index["shards"]  # the other names are still there
     records = all_records(read_repodata(channel / subdir))
@@ -214,30 +209,30 @@ def test_deleting_every_file_of_a_name_drops_it_from_the_shard_index(channel, pa
 
 @pytest.mark.parametrize("index", [0, 1], ids=["conda", "tar.bz2"])
 def test_same_name_reupload_with_new_content_updates_the_record(channel, packages, tmp_path, index):
-    run_index(channel)
+    index_folder(channel)
     original = packages[index]
-    old_sha256 = sha256_of(channel / original.key)
+    old_sha256 = sha256_hex((channel / original.key).read_bytes())
     rebuilt = rebuild_package(replace(original, payload="different payload, same name"), tmp_path / "scratch")
     assert rebuilt.name == original.filename
-    assert sha256_of(rebuilt) != old_sha256
+    assert sha256_hex(rebuilt.read_bytes()) != old_sha256
     upload(rebuilt, channel / original.key)
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert reads(store) == len(report.subdirs) + 1
     assert report.subdirs[original.subdir].updated == [original.filename]
     assert report.subdirs[original.subdir].added == []
     record = all_records(read_repodata(channel / original.subdir))[original.filename]
-    assert record["sha256"] == sha256_of(rebuilt)
+    assert record["sha256"] == sha256_hex(rebuilt.read_bytes())
     assert_valid_outputs(
         channel / original.subdir, {p.filename for p in packages if p.subdir == original.subdir}
     )
 
 
 def test_force_reads_every_package_again(channel, packages):
-    run_index(channel)
+    index_folder(channel)
 
-    report, store = run_index(channel, force=True)
+    report, store = index_folder(channel, force=True)
 
     assert reads(store) == len(report.subdirs) + len(packages)
     assert report.ok
@@ -250,7 +245,7 @@ def test_bad_package_is_rejected_while_the_good_ones_are_indexed(channel, packag
     bad = "broken-1.0-h0_0.conda"
     (channel / "linux-64" / bad).write_bytes(b"this is not a zip file")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     rejected = {r.file: r.reason for r in report.subdirs["linux-64"].rejected}
@@ -262,9 +257,9 @@ def test_bad_package_is_rejected_while_the_good_ones_are_indexed(channel, packag
 
 def test_rejected_package_is_not_read_again_on_the_next_run(channel):
     (channel / "linux-64" / "broken-1.0-h0_0.tar.bz2").write_bytes(b"garbage")
-    run_index(channel)
+    index_folder(channel)
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert reads(store) == len(report.subdirs)
     assert "write" not in store.requests
@@ -272,15 +267,15 @@ def test_rejected_package_is_not_read_again_on_the_next_run(channel):
 
 
 def test_bad_package_appearing_after_a_run_is_recorded_without_rewriting_outputs(channel):
-    run_index(channel)
+    index_folder(channel)
     repodata_before = (channel / "linux-64" / "repodata.json").read_bytes()
     (channel / "linux-64" / "broken-1.0-h0_0.tar.bz2").write_bytes(b"garbage")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
     assert [r.file for r in report.subdirs["linux-64"].rejected] == ["broken-1.0-h0_0.tar.bz2"]
     assert (channel / "linux-64" / "repodata.json").read_bytes() == repodata_before
 
-    _, store = run_index(channel)  # the rejection was remembered
+    _, store = index_folder(channel)  # the rejection was remembered
     assert "write" not in store.requests
 
 
@@ -290,11 +285,11 @@ def test_fixed_bad_package_is_indexed_on_the_next_run(channel, packages, tmp_pat
     kept = tmp_path / "kept"
     shutil.copyfile(good, kept)
     good.write_bytes(b"garbage")
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
     assert [r.file for r in report.subdirs[original.subdir].rejected] == [original.filename]
 
     upload(kept, good)
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.subdirs[original.subdir].rejected == []
     assert report.subdirs[original.subdir].added == [original.filename]
@@ -305,7 +300,7 @@ def test_non_package_file_is_rejected_with_a_reason(channel):
     (channel / "linux-64" / "README.md").write_text("hello")
     (channel / "linux-64" / "notes-1.0.conda").write_bytes(b"")
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     rejected = {r.file: r.reason for r in report.subdirs["linux-64"].rejected}
     assert "not a conda package" in rejected["README.md"]
@@ -316,7 +311,7 @@ def test_non_package_file_is_rejected_with_a_reason(channel):
 def test_empty_package_file_is_rejected(channel):
     (channel / "linux-64" / "empty-1.0-h0_0.tar.bz2").write_bytes(b"")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     rejected = {r.file: r.reason for r in report.subdirs["linux-64"].rejected}
     assert rejected == {"empty-1.0-h0_0.tar.bz2": "empty file (0 bytes)"}
@@ -326,7 +321,7 @@ def test_package_in_the_wrong_subdir_folder_is_rejected(channel, packages):
     linux = next(p for p in packages if p.subdir == "linux-64")
     shutil.copyfile(channel / linux.key, channel / "win-64" / linux.filename)
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     rejected = {r.file: r.reason for r in report.subdirs["win-64"].rejected}
     assert "says subdir 'linux-64' but the file is in 'win-64'" in rejected[linux.filename]
@@ -336,7 +331,7 @@ def test_packages_in_the_channel_root_are_reported_on_the_channel(channel, packa
     shutil.copyfile(channel / packages[1].key, channel / packages[1].filename)
     (channel / "README.md").write_text("a channel")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     assert [(r.file, r.reason) for r in report.rejected] == [
@@ -351,7 +346,7 @@ def test_packages_in_an_unknown_subdir_folder_are_reported_on_the_channel(channe
     (channel / "docs").mkdir()
     (channel / "docs" / "index.md").write_text("docs")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     assert [(r.file, r.reason) for r in report.rejected] == [
@@ -385,44 +380,39 @@ def corrupt(path: Path) -> None:
 @pytest.mark.parametrize("damage", [delete, corrupt], ids=["deleted", "torn"])
 @pytest.mark.parametrize("output", ["repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst"])
 def test_damaged_output_is_rewritten_on_the_next_run(channel, damage: Callable[[Path], None], output):
-    run_index(channel)
+    index_folder(channel)
     path = channel / "linux-64" / output
     good = path.read_bytes()
     damage(path)
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert report.subdirs["linux-64"].written
     assert reads(store) == len(report.subdirs)  # repaired from the state, no package read
     if output == "repodata_shards.msgpack.zst":
-        assert read_msgpack_zst(path)["shards"] == read_msgpack_zst_bytes(good)["shards"]
+        assert decode_msgpack_zst(path.read_bytes())["shards"] == decode_msgpack_zst(good)["shards"]
     else:
         assert path.read_bytes() == good
     assert_valid_outputs(channel / "linux-64", packages_in(channel / "linux-64"))
-    _, store = run_index(channel)
+    _, store = index_folder(channel)
     assert "write" not in store.requests
 
 
-def read_msgpack_zst_bytes(data: bytes) -> dict:
-    document: dict = msgpack.unpackb(zstd_decompress(data), raw=False)
-    return document
-
-
 def test_unreadable_state_is_rebuilt(channel, packages):
-    run_index(channel)
+    index_folder(channel)
     (channel / "linux-64" / STATE_FILE).write_bytes(b"garbage")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     state = SubdirState.from_bytes((channel / "linux-64" / STATE_FILE).read_bytes())
     assert set(state.packages) == {p.filename for p in packages if p.subdir == "linux-64"}
-    _, store = run_index(channel)
+    _, store = index_folder(channel)
     assert "write" not in store.requests
 
 
 def test_state_remembers_etags_records_and_outputs(channel):
-    run_index(channel)
+    index_folder(channel)
     store = LocalStore(channel)
     listing = {obj.name: obj for obj in store.list_folder("linux-64").objects}
 
@@ -437,9 +427,9 @@ def test_state_remembers_etags_records_and_outputs(channel):
 
 
 def test_changing_the_base_url_rewrites_the_outputs(channel):
-    run_index(channel)
+    index_folder(channel)
 
-    report, store = run_index(channel, settings=PublishSettings(base_url="https://cdn.example.org/chan"))
+    report, store = index_folder(channel, settings=PublishSettings(base_url="https://cdn.example.org/chan"))
 
     assert all(subdir.written for subdir in report.subdirs.values())
     assert reads(store) == len(report.subdirs)
@@ -452,14 +442,14 @@ def test_run_after_rattler_index_keeps_every_package_and_writes_valid_outputs(ch
     asyncio.run(index_fs(channel))
     assert (channel / "linux-64" / "repodata.json").is_file()
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.ok
     assert report.rejected == []
     for subdir in SUBDIRS:
         assert report.subdirs[subdir].rejected == []
         assert_valid_outputs(channel / subdir, {p.filename for p in packages if p.subdir == subdir})
-    _, store = run_index(channel)
+    _, store = index_folder(channel)
     assert "write" not in store.requests
 
 
@@ -506,7 +496,7 @@ def test_records_of_another_indexer_are_adopted_when_etags_prove_them(channel, p
 def test_dry_run_writes_nothing_and_reports_planned_additions(channel, packages):
     before = channel_files(channel)
 
-    report, store = run_index(channel, dry_run=True)
+    report, store = index_folder(channel, dry_run=True)
 
     assert report.dry_run
     assert "write" not in store.requests
@@ -518,11 +508,11 @@ def test_dry_run_writes_nothing_and_reports_planned_additions(channel, packages)
 
 
 def test_dry_run_reports_planned_removals_and_reads_no_package(channel, packages):
-    run_index(channel)
+    index_folder(channel)
     (channel / packages[1].key).unlink()
     before = channel_files(channel)
 
-    report, store = run_index(channel, dry_run=True)
+    report, store = index_folder(channel, dry_run=True)
 
     assert report.subdirs[packages[1].subdir].removed == [packages[1].filename]
     assert "write" not in store.requests
@@ -531,7 +521,7 @@ def test_dry_run_reports_planned_removals_and_reads_no_package(channel, packages
 
 
 def test_subdir_option_restricts_the_run_to_that_subdir_and_noarch(channel):
-    report, _ = run_index(channel, subdirs=["linux-64"])
+    report, _ = index_folder(channel, subdirs=["linux-64"])
 
     assert sorted(report.subdirs) == ["linux-64", "noarch"]
     assert (channel / "linux-64" / "repodata.json").is_file()
@@ -554,7 +544,7 @@ def test_nested_channel_prefix_is_indexed_in_place(tmp_path, small_channel, pack
 
 def test_state_tracks_rejections_with_their_etag(channel):
     (channel / "linux-64" / "broken-1.0-h0_0.conda").write_bytes(b"garbage")
-    run_index(channel)
+    index_folder(channel)
 
     state = SubdirState.from_bytes((channel / "linux-64" / STATE_FILE).read_bytes())
 
@@ -565,11 +555,11 @@ def test_state_tracks_rejections_with_their_etag(channel):
 
 
 def test_good_package_replaced_by_a_bad_file_leaves_the_index(channel, packages):
-    run_index(channel)
+    index_folder(channel)
     victim = packages[1]
     (channel / victim.key).write_bytes(b"garbage")
 
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert [r.file for r in report.subdirs[victim.subdir].rejected] == [victim.filename]
     assert victim.filename not in all_records(read_repodata(channel / victim.subdir))
@@ -607,7 +597,7 @@ def test_package_that_cannot_be_fetched_is_reported_and_read_on_the_next_run(cha
     assert subdir.rejected == []
     assert flaky.filename not in all_records(read_repodata(channel / flaky.subdir))
 
-    report, store = run_index(channel)
+    report, store = index_folder(channel)
 
     assert report.subdirs[flaky.subdir].added == [flaky.filename]
     assert reads(store) == len(report.subdirs) + 1
@@ -615,7 +605,7 @@ def test_package_that_cannot_be_fetched_is_reported_and_read_on_the_next_run(cha
 
 
 def test_known_package_that_cannot_be_fetched_keeps_its_last_record(channel, packages, tmp_path):
-    run_index(channel)
+    index_folder(channel)
     original = packages[1]
     old_record = all_records(read_repodata(channel / original.subdir))[original.filename]
     upload(rebuild_package(replace(original, payload="v2"), tmp_path / "scratch"), channel / original.key)
@@ -625,11 +615,11 @@ def test_known_package_that_cannot_be_fetched_keeps_its_last_record(channel, pac
     assert [f.file for f in report.subdirs[original.subdir].failed] == [original.filename]
     assert all_records(read_repodata(channel / original.subdir))[original.filename] == old_record
 
-    report, _ = run_index(channel)  # fetchable again: the new content is read
+    report, _ = index_folder(channel)  # fetchable again: the new content is read
 
     assert report.subdirs[original.subdir].updated == [original.filename]
-    assert all_records(read_repodata(channel / original.subdir))[original.filename]["sha256"] == sha256_of(
-        channel / original.key
+    assert all_records(read_repodata(channel / original.subdir))[original.filename]["sha256"] == sha256_hex(
+        (channel / original.key).read_bytes()
     )
 
 
@@ -659,7 +649,7 @@ def test_commit_that_loses_a_race_is_retried_and_converges(channel, packages):
     assert report.subdirs["linux-64"].attempts == 2
     for subdir in SUBDIRS:
         assert_valid_outputs(channel / subdir, {p.filename for p in packages if p.subdir == subdir})
-    _, second = run_index(channel)
+    _, second = index_folder(channel)
     assert "write" not in second.requests
 
 
@@ -690,7 +680,7 @@ def test_a_crash_in_one_subdir_costs_that_subdir_only(channel, monkeypatch):
         return original(subdir, options)
 
     monkeypatch.setattr(reindexer.indexer, "index_subdir", crash_in_win)
-    report, _ = run_index(channel)
+    report, _ = index_folder(channel)
 
     assert report.subdirs["win-64"].error == "unexpected RecursionError: deep and multi-line"
     assert not report.ok

@@ -26,7 +26,7 @@ from reindexer.storage.local import LocalStore
 from reindexer.storage.s3 import S3Endpoint, S3Store
 from reindexer.store import FatalStoreError, StoredObject, UnreadableObjectError
 from tests.support.archives import index_json, package_bytes
-from tests.unit.helpers import all_records, read_repodata
+from tests.support.checks import all_records, read_repodata
 
 GOOD = "good-1.0-h0_0.conda"
 MiB = 1024 * 1024

@@ -21,7 +21,7 @@ from tests.support.archives import (
     tar_bytes,
     tar_bz2_archive,
 )
-from tests.unit.helpers import record_from_bytes
+from tests.support.checks import record_from_bytes
 
 CONDA = "pkg-1.0-h0_0.conda"
 TAR_BZ2 = "pkg-1.0-h0_0.tar.bz2"

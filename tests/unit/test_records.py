@@ -11,7 +11,7 @@ from reindexer.layout import parse_package_filename
 from reindexer.package_reader import ArchiveDigests, BadPackageError, PackageMetadata
 from reindexer.records import Record, build_record, sort_record
 from tests.support.archives import index_json, package_bytes
-from tests.unit.helpers import record_from_bytes
+from tests.support.checks import record_from_bytes
 
 DIGESTS = ArchiveDigests(md5="0" * 32, sha256="1" * 64, size=123)
 

@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import msgpack
 import pytest
 
 from reindexer.records import decode_record, encode_record
@@ -20,7 +19,7 @@ from reindexer.shards import (
     shard_digest,
     shard_path,
 )
-from tests.common import zstd_decompress
+from tests.support.checks import decode_msgpack_zst, zstd_decompress
 
 CREATED_AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
@@ -171,7 +170,7 @@ def test_render_shard_is_deterministic_whatever_the_input_order():
 def test_render_shard_holds_digests_as_raw_bytes():
     group = group_by_name(TEXTS)["b"]
 
-    shard = msgpack.unpackb(zstd_decompress(render_shard(group)), raw=False)
+    shard = decode_msgpack_zst(render_shard(group))
 
     assert set(shard) == {"packages", "packages.conda", "removed"}
     assert shard["removed"] == []
@@ -196,7 +195,7 @@ def test_shard_digest_is_sha256_of_the_compressed_bytes():
 def test_render_shard_index_structure():
     digests = {name: shard_digest(render_shard(group)) for name, group in group_by_name(TEXTS).items()}
 
-    index = msgpack.unpackb(zstd_decompress(render_shard_index("linux-64", digests, CREATED_AT)), raw=False)
+    index = decode_msgpack_zst(render_shard_index("linux-64", digests, CREATED_AT))
 
     assert index["info"] == {
         "subdir": "linux-64",
@@ -211,7 +210,7 @@ def test_render_shard_index_structure():
 
 
 def test_render_shard_index_created_at_is_rfc3339_utc():
-    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, CREATED_AT)), raw=False)
+    index = decode_msgpack_zst(render_shard_index("noarch", {}, CREATED_AT))
 
     created_at = index["info"]["created_at"]
     assert created_at.endswith("Z")
@@ -222,13 +221,13 @@ def test_render_shard_index_converts_created_at_to_utc():
     # A 'Z' suffix claims UTC: an aware time in another zone must be converted, not relabelled.
     local = CREATED_AT.astimezone(timezone(timedelta(hours=2)))
 
-    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, local)), raw=False)
+    index = decode_msgpack_zst(render_shard_index("noarch", {}, local))
 
     assert datetime.fromisoformat(index["info"]["created_at"]) == CREATED_AT
 
 
 def test_render_shard_index_of_an_empty_subdir_has_no_shards():
-    index = msgpack.unpackb(zstd_decompress(render_shard_index("noarch", {}, CREATED_AT)), raw=False)
+    index = decode_msgpack_zst(render_shard_index("noarch", {}, CREATED_AT))
 
     assert index["shards"] == {}
 

@@ -18,17 +18,8 @@ from reindexer.state import SubdirState
 from reindexer.storage.local import LocalStore
 from reindexer.store import StoredObject, TransientStoreError
 from reindexer.updater import update_subdir
-from tests.common import zstd_decompress
-from tests.unit.helpers import (
-    all_records,
-    copy_channel,
-    read_msgpack_zst,
-    read_repodata,
-    rebuild_package,
-    run_index,
-    sha256_of,
-    upload,
-)
+from tests.support.checks import all_records, decode_msgpack_zst, read_repodata, sha256_hex, zstd_decompress
+from tests.support.stores import copy_channel, index_folder, rebuild_package, upload
 
 SUBDIR = "linux-64"
 # Held back from the first index: the files "uploaded" after it (one has a '+' in its version).
@@ -70,7 +61,7 @@ class Channel:
         return SubdirState.from_bytes((self.subdir / STATE_FILE).read_bytes())
 
     def shard_names(self) -> set[str]:
-        return set(read_msgpack_zst(self.subdir / SHARD_INDEX)["shards"])
+        return set(decode_msgpack_zst((self.subdir / SHARD_INDEX).read_bytes())["shards"])
 
     def fingerprints(self) -> dict[str, tuple[int, int]]:
         """Inode and mtime of the outputs and the state: every write replaces the file, so both change."""
@@ -86,7 +77,7 @@ def channel(tmp_path: Path, small_channel: tuple[Path, list[SamplePackage]]) -> 
     staging.mkdir()
     for name in (NEW, NEW_PLUS):
         (root / SUBDIR / name).rename(staging / name)
-    report, _ = run_index(root)
+    report, _ = index_folder(root)
     assert report.ok
     assert NEW not in all_records(read_repodata(root / SUBDIR))
     return Channel(root, staging, packages)
@@ -254,7 +245,7 @@ def test_same_name_reupload_with_new_content_is_reread(channel: Channel, tmp_pat
     assert report.updated == [KNOWN]
     assert report.added == []
     new_sha256 = channel.records()[KNOWN]["sha256"]
-    assert new_sha256 == sha256_of(rebuilt) != old_sha256
+    assert new_sha256 == sha256_hex(rebuilt.read_bytes()) != old_sha256
     assert_record_matches_file(channel, KNOWN)
     assert_outputs_agree(channel)
 
@@ -350,7 +341,7 @@ def test_transient_read_failure_of_a_changed_file_keeps_its_last_good_record(
     retried = update(LocalStore(channel.root), KNOWN)
 
     assert retried.updated == [KNOWN]
-    assert channel.records()[KNOWN]["sha256"] == sha256_of(rebuilt)
+    assert channel.records()[KNOWN]["sha256"] == sha256_hex(rebuilt.read_bytes())
 
 
 # --- a subdir without a state ------------------------------------------------------------------------

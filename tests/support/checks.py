@@ -1,35 +1,83 @@
-"""What a converged channel looks like, checked through the Store interface (S3 or a local folder).
-
-Every subdir's repodata.json holds exactly the packages present (each once, in the right section, with
-the expected sha256), repodata.json.zst is the same bytes, the shard index names exactly the package
-names present and every shard it points at exists and holds those records, the hidden state lists the
-same files and records the current ETags of the three outputs, and no live lease is left behind.
-"""
+"""What a published index must satisfy: a converged channel checked through the Store interface, a run with
+nothing to do that writes nothing, and decoding what the indexer wrote (zstd, msgpack, records, digests)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
+import zstandard
 
 from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
 from reindexer.indexer import index_channel
 from reindexer.layout import KNOWN_SUBDIRS, package_extension, parse_package_filename
 from reindexer.lease import LEASE_FILE
 from reindexer.options import IndexOptions
+from reindexer.package_reader import PackageSpool
+from reindexer.records import Record, build_record
 from reindexer.reports import ChannelReport
 from reindexer.shards import shard_path
 from reindexer.state import SubdirState
 from reindexer.store import FolderListing, Store, StoredObject
-from tests.common import sha256_hex, zstd_decompress
-from tests.integration.concurrency_stores import StoreWrapper
+from tests.support.stores import StoreWrapper
 
 MUTATIONS = ("write", "delete")
 T = TypeVar("T")
+
+# --- Decoding what the indexer wrote --------------------------------------------------------------------
+
+
+def zstd_decompress(data: bytes) -> bytes:
+    """Decompress with a streaming reader, as clients must (a frame need not record its content size)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+    output = bytearray()
+    while chunk := reader.read(65536):
+        output += chunk
+    return bytes(output)
+
+
+def decode_msgpack_zst(data: bytes) -> Any:
+    """A shard or the shard index (zstd-compressed msgpack) as Python objects."""
+    return msgpack.unpackb(zstd_decompress(data), raw=False)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def read_repodata(folder: Path) -> dict[str, Any]:
+    """The repodata.json in a subdir folder."""
+    document: dict[str, Any] = json.loads((folder / REPODATA_JSON).read_bytes())
+    return document
+
+
+def all_records(repodata: Mapping[str, Any]) -> dict[str, Record]:
+    """Every record of a repodata document (or a shard), .tar.bz2 and .conda alike, by file name."""
+    return {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
+
+
+def record_from_bytes(filename: str, data: bytes, subdir: str) -> Record:
+    """Build a record the way the indexer does, from an archive's bytes (lowest layer: reader + records)."""
+    parsed = parse_package_filename(filename)
+    assert parsed is not None, filename
+    with PackageSpool() as spool:
+        spool.write(data)
+        metadata = spool.read_metadata(filename)
+        return build_record(parsed, subdir, metadata, spool.digests())
+
+
+# --- A converged channel: every subdir's outputs and state agree with its folder and with each other -----
 
 
 def channel_subdirs(store: Store, channel: str) -> list[str]:
@@ -63,7 +111,13 @@ def check_subdir(
     *,
     dead_leases: Collection[StoredObject] = (),
 ) -> None:
-    """Assert that one subdir's published outputs and state agree with its folder and with each other.
+    """Assert that one subdir's published outputs and state agree with its folder and with each other
+    (checked through the Store interface, so on S3 or a local folder alike).
+
+    repodata.json holds exactly the packages present (each once, in the right section, with the expected
+    sha256), repodata.json.zst is the same bytes, the shard index names exactly the package names present
+    and every shard it points at exists and holds those records, the hidden state lists the same files and
+    records the current ETags of the three outputs, and no live lease is left behind.
 
     `expected_sha256` maps `<subdir>/<filename>` to the sha256 of the bytes the test last uploaded.
     `dead_leases` are leases a killed writer left behind, which may remain untouched: a later run with
@@ -96,7 +150,7 @@ def check_subdir(
     assert zstd_decompress(zst_bytes) == json_bytes, f"{where}: .json.zst differs from repodata.json"
 
     index_bytes, index_etag = store.read(join_key(prefix, SHARD_INDEX))
-    index = msgpack.unpackb(zstd_decompress(index_bytes), raw=False)
+    index = decode_msgpack_zst(index_bytes)
     assert index["info"]["subdir"] == subdir, where
     by_name: dict[str, set[str]] = {}
     for name in present:
@@ -108,7 +162,7 @@ def check_subdir(
     for package_name, digest in shards.items():
         data, _ = store.read(join_key(prefix, shard_path(digest)))
         assert sha256_hex(data) == digest, f"{where}: shard of {package_name} does not match its address"
-        shard = msgpack.unpackb(zstd_decompress(data), raw=False)
+        shard = decode_msgpack_zst(data)
         in_shard = {**shard["packages"], **shard["packages.conda"]}
         assert sorted(in_shard) == sorted(by_name[package_name]), f"{where}: shard of {package_name}"
         for filename, record in in_shard.items():
@@ -143,6 +197,9 @@ def check_channel(
         assert sorted(present_packages(store, channel)) == sorted(expected_sha256)
     for subdir in channel_subdirs(store, channel):
         check_subdir(store, channel, subdir, expected_sha256, dead_leases=dead_leases)
+
+
+# --- A run with nothing to do -----------------------------------------------------------------------------
 
 
 class MutationCounter(StoreWrapper):
