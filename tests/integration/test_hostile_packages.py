@@ -34,8 +34,6 @@ from reindexer.package_reader import MAX_ARCHIVE_MEMBERS, METADATA_MEMBER_LIMIT
 from reindexer.reports import MAX_REASON_LENGTH, ChannelReport
 from reindexer.storage.local import LocalStore
 from reindexer.store import StoredObject
-from tests.rattler_client import ROUTES, ChannelServer, ClientView, load_all_routes, parse_repodata_json
-from tests.rattler_client import solve_and_install as rattler_solve_and_install
 from tests.support.archives import (
     bz2_bomb,
     conda_archive,
@@ -50,6 +48,8 @@ from tests.support.archives import (
     zstd_bomb_info,
     zstd_huge_window_info,
 )
+from tests.support.clients import ROUTES, ChannelServer, ClientView, load_all_routes, parse_repodata_json
+from tests.support.clients import solve_and_install as rattler_solve_and_install
 
 # A hostile file refused "cheaply" is refused within this many seconds of the whole index run.
 CHEAP_SECONDS = 5.0

@@ -12,42 +12,26 @@ outputs it wrote, so it notices the deleted ones and writes them back, which the
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
-from rattler import Gateway, SourceConfig, install, solve
 
 from devtools.channel_bucket import allow_anonymous_reads, upload_channel
 from devtools.sample_channel import SamplePackage
-from reindexer.contract import PUBLISHED_FILES, REPODATA_JSON, REPODATA_ZST, SHARD_INDEX
+from reindexer.contract import PUBLISHED_FILES
 from reindexer.options import IndexOptions, PublishSettings
 from reindexer_cli.embedded_s3 import EmbeddedS3
 from tests.support.checks import sha256_hex
+from tests.support.clients import ROUTES, solve_and_install_url
 from tests.support.stores import run_index, s3_store
 
 SmallChannel = tuple[Path, list[SamplePackage]]
 CHANNEL = "org/stable"
 SUBDIRS = ("linux-64", "noarch", "osx-arm64", "win-64")
-
-ROUNDS = {
-    "sharded": (
-        SourceConfig(sharded_enabled=True, zstd_enabled=False, bz2_enabled=False),
-        {REPODATA_JSON, REPODATA_ZST},
-    ),
-    "zst": (
-        SourceConfig(sharded_enabled=False, zstd_enabled=True, bz2_enabled=False),
-        {SHARD_INDEX, REPODATA_JSON},
-    ),
-    "plain-json": (
-        SourceConfig(sharded_enabled=False, zstd_enabled=False, bz2_enabled=False),
-        {SHARD_INDEX, REPODATA_ZST},
-    ),
-}
+PLATFORMS = ["linux-64", "noarch"]  # what a linux-64 client reads
 
 
 class PublicChannel:
@@ -74,20 +58,12 @@ def public_channel(embedded_s3: EmbeddedS3, small_channel: SmallChannel) -> Iter
     yield channel
 
 
-async def _solve_and_install(channel_url: str, spec: str, config: SourceConfig, scratch: Path) -> list[Any]:
-    gateway = Gateway(cache_dir=scratch / "repodata-cache", default_config=config)
-    records = await solve([channel_url], [spec], gateway=gateway, platforms=["linux-64", "noarch"])
-    await install(
-        records, target_prefix=scratch / "env", cache_dir=scratch / "pkgs-cache", show_progress=False
-    )
-    return list(records)
-
-
-@pytest.mark.parametrize("round_name", list(ROUNDS))
+@pytest.mark.parametrize("round_name", list(ROUTES))
 def test_rattler_solves_and_installs_from_our_index(
     public_channel: PublicChannel, round_name: str, tmp_path: Path
 ) -> None:
-    config, removed = ROUNDS[round_name]
+    route = ROUTES[round_name]
+    removed = route.hidden  # the index files of the other routes, deleted in every subdir
     report = run_index(public_channel.store, CHANNEL)
     for subdir in SUBDIRS:
         assert public_channel.outputs(subdir) == set(PUBLISHED_FILES), (subdir, report.to_dict())
@@ -105,7 +81,7 @@ def test_rattler_solves_and_installs_from_our_index(
     assert target.depends
     spec = f"{target.name} =={target.version}"
 
-    records = asyncio.run(_solve_and_install(public_channel.url, spec, config, tmp_path))
+    records = solve_and_install_url(public_channel.url, [spec], PLATFORMS, route.config, tmp_path)
 
     by_name = {record.name.normalized: record for record in records}
     assert by_name[target.name].file_name == target.filename
@@ -135,7 +111,6 @@ def test_rattler_fetches_packages_from_the_base_url(
     the indexed one, so the install only succeeds when the clients follow the base URL correctly.
     """
     folder, packages = small_channel
-    config, _ = ROUNDS[round_name]
     origin = PublicChannel(embedded_s3, folder, packages)
     mirror = PublicChannel(embedded_s3, folder, packages)
     base_url = mirror.url
@@ -145,9 +120,8 @@ def test_rattler_fetches_packages_from_the_base_url(
         origin.client.delete_object(Bucket=origin.bucket, Key=key)
     target = next(p for p in packages if p.subdir == "linux-64" and len(p.depends) >= 2)
 
-    records = asyncio.run(
-        _solve_and_install(origin.url, f"{target.name} =={target.version}", config, tmp_path)
-    )
+    spec = f"{target.name} =={target.version}"
+    records = solve_and_install_url(origin.url, [spec], PLATFORMS, ROUTES[round_name].config, tmp_path)
 
     assert len(records) >= 3
     for record in records:

@@ -1,10 +1,5 @@
-"""Loading a channel folder with py-rattler (the real client, pixi's library) through each repodata route.
-
-rattler prefers sharded repodata, then repodata.json.zst, then repodata.json, and quietly falls back when one
-is missing, so a load alone would not show which file was read. ChannelServer therefore serves the same
-folders under one URL prefix per route, and under each prefix answers 404 for the index files of the other
-routes: what remains is the only way to the records. It listens on 127.0.0.1 only.
-"""
+"""Real clients: py-rattler (pixi's library) loading, solving and installing from a channel folder through
+each repodata route (sharded, repodata.json.zst, repodata.json) served on 127.0.0.1 one route at a time."""
 
 from __future__ import annotations
 
@@ -70,7 +65,12 @@ class _Server(ThreadingHTTPServer):
 
 class ChannelServer:
     """Serves the folders under `root` at http://127.0.0.1:PORT/<route>/<path>, per route hiding the
-    index files of the other routes, and records every request as (route, path, status)."""
+    index files of the other routes, and records every request as (route, path, status).
+
+    rattler prefers sharded repodata, then repodata.json.zst, then repodata.json, and quietly falls back
+    when one is missing, so a load alone would not show which file was read: under each route's prefix the
+    index files of the other routes answer 404, and what remains is the only way to the records.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -228,10 +228,16 @@ async def _solve_and_install(
     return list(records)
 
 
+def solve_and_install_url(
+    url: str, specs: list[str], platforms: list[str], config: SourceConfig, scratch: Path
+) -> list[Any]:
+    """Solve `specs` against the channel at `url` (read as `config` allows) and install the result into
+    scratch/env, with fresh caches under scratch; the solved records."""
+    return asyncio.run(_solve_and_install(url, specs, platforms, config, scratch))
+
+
 def solve_and_install(
     server: ChannelServer, route: str, channel: str, specs: list[str], platforms: list[str], scratch: Path
 ) -> list[Any]:
     """Solve `specs` against the channel through `route` and install the result into scratch/env."""
-    return asyncio.run(
-        _solve_and_install(server.url(route, channel), specs, platforms, ROUTES[route].config, scratch)
-    )
+    return solve_and_install_url(server.url(route, channel), specs, platforms, ROUTES[route].config, scratch)
