@@ -147,3 +147,53 @@ def test_local_tools_check_sees_every_module_of_the_package():
     assert {"reindexer.handlers.package_events", "reindexer.storage.s3", "reindexer.contract"} <= set(
         lambda_modules()
     )
+
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def support_imports() -> dict[str, set[str]]:
+    """tests.support's modules and the modules of tests/ each one imports."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((TESTS_DIR / "support").glob("*.py")):
+        module = f"tests.support.{path.stem}"
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        graph[module] = {name for name in names if name.split(".")[0] == "tests"}
+    return graph
+
+
+def test_test_support_imports_no_test_module_and_has_no_cycle():
+    graph = support_imports()
+    assert {"tests.support.archives", "tests.support.stores", "tests.support.checks"} <= set(graph)
+    outside = {f"{module} -> {name}" for module, names in graph.items() for name in names}
+    outside = {edge for edge in outside if not edge.split(" -> ")[1].startswith("tests.support")}
+    assert outside == set(), "tests/support must not import test modules or conftests"
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, "import cycle: " + " -> ".join([*path[path.index(module) :], module])
+        if module not in done:
+            for target in sorted(graph.get(module, ())):
+                visit(target, [*path, module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_no_test_runs_a_program_held_in_a_string():
+    """Probes run in fresh interpreters are modules (python -m tests.support.<probe>), never `python -c`."""
+    offenders = [
+        f"{path.relative_to(TESTS_DIR)}:{node.lineno}"
+        for path in sorted(TESTS_DIR.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        # "-c" as an element of a command list; mentions of it elsewhere (checks like this one) are fine
+        if isinstance(node, ast.List | ast.Tuple)
+        and any(isinstance(item, ast.Constant) and item.value == "-c" for item in node.elts)
+    ]
+    assert offenders == []
