@@ -25,11 +25,21 @@ STATE_FOLDER = ".reindexer"
 STATE_FILE = f"{STATE_FOLDER}/state.json.zst"
 LEASE_FILE = f"{STATE_FOLDER}/lease.json"
 PUBLISHED_FILES = (REPODATA_JSON, REPODATA_ZST, SHARD_INDEX)
+# With patch instructions, repodata.json and the shards are the patched view and these the unpatched one.
+REPODATA_FROM_PACKAGES = "repodata_from_packages.json"
+REPODATA_FROM_PACKAGES_ZST = "repodata_from_packages.json.zst"
+UNPATCHED_FILES = (REPODATA_FROM_PACKAGES, REPODATA_FROM_PACKAGES_ZST)
+# conda's per-subdir patch instructions: written by operators (reindexer yank/patch), read by the indexer.
+PATCH_INSTRUCTIONS = "patch_instructions.json"
 
 # --- the keys the indexer writes at the bucket root ---------------------------------------------------------
 BUCKET_STATE_FOLDER = STATE_FOLDER
 STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
 PROBE_KEY_PREFIX = f"{BUCKET_STATE_FOLDER}/probe-"
+
+# Superseded shards are deleted by full runs once nothing has referenced them for this long (CEP-16).
+DEFAULT_SHARD_RETENTION_DAYS = 7
+MAX_SHARD_RETENTION_DAYS = 3650
 
 # --- handlers, logs and metrics -----------------------------------------------------------------------------
 PACKAGE_EVENTS_HANDLER = "reindexer.handlers.package_events.handler"
@@ -75,6 +85,9 @@ MAX_AGE_VARIABLE = "REPODATA_MAX_AGE"
 JOBS_VARIABLE = "READ_JOBS"
 PREFIXES_VARIABLE = "CHANNEL_PREFIXES"
 MAX_PACKAGE_VARIABLE = "MAX_PACKAGE_MB"
+SHARD_RETENTION_VARIABLE = "SHARD_RETENTION_DAYS"
+# The name of a noarch package whose newest version holds <subdir>/patch_instructions.json for each subdir.
+REPODATA_PATCH_VARIABLE = "REPODATA_PATCH"
 # "private" or "public": private channels' repodata is served with `Cache-Control: private`.
 ACCESS_VARIABLE = "CHANNEL_ACCESS"
 ACCESS_MODES = ("private", "public")
@@ -149,7 +162,7 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     of a channel, write only the keys the indexer writes, delete only its leases, and use the bucket-root
     probe of what the store honours (a scratch object it creates and removes, and the cached answer)."""
     channels = channel_prefixes or ("",)
-    in_subdirs = (*PUBLISHED_FILES, f"{SHARDS_FOLDER}/*", f"{STATE_FOLDER}/*")
+    in_subdirs = (*PUBLISHED_FILES, *UNPATCHED_FILES, f"{SHARDS_FOLDER}/*", f"{STATE_FOLDER}/*")
     probes = f"{PROBE_KEY_PREFIX}*"
     return ObjectGrants(
         # The probe reads back its scratch object (HEAD is authorized as s3:GetObject).
@@ -163,6 +176,19 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     )
 
 
+def full_reindex_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """The full-reindex function's grants: the indexer's, and deleting superseded shards (only it cleans)."""
+    grants = indexer_grants(channel_prefixes)
+    shards = tuple(join_key(channel, "*", SHARDS_FOLDER, "*") for channel in channel_prefixes or ("",))
+    return ObjectGrants(read=grants.read, write=grants.write, delete=(*grants.delete, *shards))
+
+
+def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """Operators edit each subdir's patch instructions (reindexer yank / unyank / patch) and read them."""
+    patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channel_prefixes or ("",))
+    return ObjectGrants(read=patches, write=patches, delete=patches)
+
+
 def private_state_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]:
     """The indexer's private folders, never readable anonymously even in a public channel."""
     channels = channel_prefixes or ("",)
@@ -170,10 +196,10 @@ def private_state_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]
 
 
 def notification_filters(channel_prefixes: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:
-    """(key prefix or None, suffix) of each S3 notification rule: created and removed packages only, so the
-    indexer's own writes never notify it."""
+    """(key prefix or None, suffix) of each S3 notification rule: created and removed packages and patch
+    instructions only, so the indexer's own writes never notify it."""
     return tuple(
         (f"{channel}/" if channel else None, suffix)
         for channel in channel_prefixes or ("",)
-        for suffix in PACKAGE_SUFFIXES
+        for suffix in (*PACKAGE_SUFFIXES, f"/{PATCH_INSTRUCTIONS}")
     )
