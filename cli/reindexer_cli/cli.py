@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -12,8 +11,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reindexer import __version__
@@ -21,76 +18,31 @@ from reindexer.contract import (
     ACCESS_MODES,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
+    DEFAULT_SHARD_RETENTION_DAYS,
     LOCAL_BUCKET,
     LOCAL_PORT,
     MAX_PACKAGE_MB_LIMIT,
+    MAX_SHARD_RETENTION_DAYS,
+    SECONDS_PER_DAY,
     channel_prefix_problem,
+    package_name_problem,
 )
 from reindexer.indexer import index_channel
 from reindexer.layout import KNOWN_SUBDIRS
 from reindexer.options import DEFAULT_REPODATA_MAX_AGE, IndexOptions, PublishSettings, no_progress
 from reindexer.reports import ChannelReport
-from reindexer.store import Store, StoreError
+from reindexer.store import StoreError
 
 if TYPE_CHECKING:
-    from reindexer.storage.s3 import S3Store
+    pass
+
+from . import operator_commands
+from .targets import add_s3_options, open_store, parse_target, s3_store
 
 logger = logging.getLogger("reindexer")
 USAGE_ERROR = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MEBIBYTE = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a channel lives: a bucket and prefix, or a local folder."""
-
-    bucket: str | None
-    prefix: str
-    folder: Path | None
-
-
-def parse_target(text: str) -> Target:
-    if text.startswith("s3://"):
-        bucket, _, prefix = text[len("s3://") :].partition("/")
-        if not bucket:
-            raise ValueError(f"no bucket name in {text!r} (expected s3://BUCKET/PREFIX)")
-        return Target(bucket=bucket, prefix=prefix.strip("/"), folder=None)
-    if "://" in text:
-        raise ValueError(f"unsupported target {text!r}: use s3://BUCKET/PREFIX or a local folder")
-    return Target(bucket=None, prefix="", folder=Path(text))
-
-
-def open_store(target: Target, args: argparse.Namespace) -> Store:
-    if target.folder is not None:
-        from reindexer.storage.local import LocalStore
-
-        return LocalStore(target.folder)
-    assert target.bucket is not None
-    return _s3_store(target.bucket, args)
-
-
-def _s3_store(bucket: str, args: argparse.Namespace) -> S3Store:
-    from reindexer.storage.s3 import S3Endpoint, S3Store
-
-    found = S3Endpoint.from_environment(max_connections=getattr(args, "jobs", 1) + 4)
-    endpoint = dataclasses.replace(
-        found,
-        url=args.endpoint_url or found.url,
-        # Without --region the bucket's own region is looked up (a shell's AWS_REGION may name another).
-        region=args.region,
-        path_style=args.force_path_style or (found.path_style and not args.endpoint_url),
-    )
-    return S3Store(bucket, endpoint, single_writer=getattr(args, "single_writer", False))
-
-
-def _add_s3_options(parser: argparse.ArgumentParser) -> None:
-    s3 = parser.add_argument_group("S3 connection (credentials come from the standard AWS chain)")
-    s3.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
-    s3.add_argument("--region", help="bucket region (default: from the AWS configuration)")
-    s3.add_argument(
-        "--force-path-style", action="store_true", help="path-style addressing (MinIO, moto, ...)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bring a channel's index in line with its packages; only new or changed ones are read.",
     )
     index.add_argument("target", metavar="TARGET", help="s3://BUCKET/PREFIX or a local channel folder")
-    _add_s3_options(index)
+    add_s3_options(index)
     index.add_argument(
         "--single-writer",
         action="store_true",
@@ -143,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"reject package files larger than this unread (default {DEFAULT_MAX_PACKAGE_MB}, "
         f"at most {MAX_PACKAGE_MB_LIMIT})",
     )
+    index.add_argument(
+        "--shard-retention-days",
+        type=_retention_days,
+        default=DEFAULT_SHARD_RETENTION_DAYS,
+        metavar="DAYS",
+        help=f"delete shards no index has named for this long (default {DEFAULT_SHARD_RETENTION_DAYS})",
+    )
+    index.add_argument(
+        "--repodata-patch",
+        type=_package_name,
+        metavar="NAME",
+        help="a noarch package whose newest version holds <subdir>/patch_instructions.json, applied before "
+        "each subdir's own patch_instructions.json",
+    )
     index.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
     index.add_argument("-v", "--verbose", action="store_true", help="log more detail on stderr")
 
@@ -154,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         "written to .reindexer/store-conditions.json, which every later run reads instead of probing.",
     )
     probe.add_argument("target", metavar="TARGET", help="s3://BUCKET")
-    _add_s3_options(probe)
+    add_s3_options(probe)
     probe.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    operator_commands.add_parsers(commands)
 
     local = commands.add_parser(
         "local",
@@ -197,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_local(args)
     if args.command == "probe":
         return run_probe(args)
+    if args.command in ("yank", "unyank"):
+        return operator_commands.run_yank(args, back=args.command == "unyank")
+    if args.command == "patch":
+        return operator_commands.run_patch(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
     logging.basicConfig(
@@ -220,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             progress=_progress_bar if _shows_progress(args) else no_progress,
             max_package_bytes=args.max_package_size * MEBIBYTE,
+            shard_retention=args.shard_retention_days * SECONDS_PER_DAY,
+            repodata_patch=args.repodata_patch,
         )
         report = index_channel(store, target.prefix, options)
     except (StoreError, ValueError) as error:
@@ -247,7 +221,7 @@ def run_probe(args: argparse.Namespace) -> int:
         target = parse_target(args.target)
         if target.bucket is None:
             raise ValueError("a local folder needs no probe: its writes are checked under a file lock")
-        conditions = _s3_store(target.bucket, args).conditional.reprobe()
+        conditions = s3_store(target.bucket, args).conditional.reprobe()
     except (StoreError, ValueError) as error:
         print(f"reindexer: error: {error}", file=sys.stderr)
         return 1
@@ -379,6 +353,19 @@ def _package_size(text: str) -> int:
     if value > MAX_PACKAGE_MB_LIMIT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_PACKAGE_MB_LIMIT} (MB)")
     return value
+
+
+def _retention_days(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SHARD_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SHARD_RETENTION_DAYS} (days)")
+    return value
+
+
+def _package_name(text: str) -> str:
+    if problem := package_name_problem(text):
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} {problem}")
+    return text
 
 
 def _port(text: str) -> int:

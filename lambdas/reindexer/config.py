@@ -16,14 +16,19 @@ from .contract import (
     BUCKET_VARIABLE,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
+    DEFAULT_SHARD_RETENTION_DAYS,
     JOBS_VARIABLE,
     MAX_AGE_VARIABLE,
     MAX_PACKAGE_MB_LIMIT,
     MAX_PACKAGE_VARIABLE,
     MAX_READ_JOBS,
+    MAX_SHARD_RETENTION_DAYS,
     PREFIXES_VARIABLE,
+    REPODATA_PATCH_VARIABLE,
+    SHARD_RETENTION_VARIABLE,
     bucket_name_problem,
     channel_prefix_problem,
+    package_name_problem,
 )
 from .options import DEFAULT_REPODATA_MAX_AGE
 
@@ -42,7 +47,9 @@ class HandlerSettings:
     READ_JOBS: packages read in parallel (default 8, at most 64).
     CHANNEL_PREFIXES: comma-separated channel prefixes to index ('' for the bucket root); unset: any.
     MAX_PACKAGE_MB: package files larger than this are rejected unread (default 1024).
-    CHANNEL_ACCESS: 'private' (repodata Cache-Control private) or 'public' (default)."""
+    CHANNEL_ACCESS: 'private' (repodata Cache-Control private) or 'public' (default).
+    SHARD_RETENTION_DAYS: full runs delete shards unreferenced for this long (default 7).
+    REPODATA_PATCH: a noarch patch package, applied before each subdir's patch_instructions.json."""
 
     bucket: str
     repodata_max_age: int = DEFAULT_REPODATA_MAX_AGE
@@ -50,6 +57,8 @@ class HandlerSettings:
     channel_prefixes: frozenset[str] | None = None
     max_package_mb: int = DEFAULT_MAX_PACKAGE_MB
     private: bool = False
+    shard_retention_days: int = DEFAULT_SHARD_RETENTION_DAYS
+    repodata_patch: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> HandlerSettings:
@@ -64,6 +73,10 @@ class HandlerSettings:
                 environ, MAX_PACKAGE_VARIABLE, DEFAULT_MAX_PACKAGE_MB, 1, MAX_PACKAGE_MB_LIMIT
             ),
             private=_access(environ) == "private",
+            shard_retention_days=_whole_number(
+                environ, SHARD_RETENTION_VARIABLE, DEFAULT_SHARD_RETENTION_DAYS, 1, MAX_SHARD_RETENTION_DAYS
+            ),
+            repodata_patch=_package_name(environ),
         )
 
     @property
@@ -101,6 +114,15 @@ def _channel_prefixes(environ: Mapping[str, str]) -> frozenset[str] | None:
             raise ConfigurationError(f"{PREFIXES_VARIABLE} entry {prefix!r} {problem}")
         prefixes.add(prefix)
     return frozenset(prefixes)
+
+
+def _package_name(environ: Mapping[str, str]) -> str | None:
+    text = environ.get(REPODATA_PATCH_VARIABLE, "").strip()
+    if not text:
+        return None
+    if problem := package_name_problem(text):
+        raise ConfigurationError(f"{REPODATA_PATCH_VARIABLE}={text[:64]!r} {problem}")
+    return text
 
 
 def _access(environ: Mapping[str, str]) -> str:

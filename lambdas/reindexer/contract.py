@@ -39,6 +39,7 @@ PROBE_KEY_PREFIX = f"{BUCKET_STATE_FOLDER}/probe-"
 
 # Superseded shards are deleted by full runs once nothing has referenced them for this long (CEP-16).
 DEFAULT_SHARD_RETENTION_DAYS = 7
+SECONDS_PER_DAY = 86400
 MAX_SHARD_RETENTION_DAYS = 3650
 
 # --- handlers, logs and metrics -----------------------------------------------------------------------------
@@ -110,6 +111,16 @@ _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9!_.*'()\-]+$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
+_PACKAGE_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.\-]{0,127}$")
+
+
+def package_name_problem(name: str) -> str | None:
+    """Why `name` is no conda package name to look for (None when it is): the patch package setting."""
+    if not _PACKAGE_NAME.match(name):
+        return "is not a conda package name (lowercase letters, digits and _.- , at most 128)"
+    return None
+
+
 def bucket_name_problem(name: str) -> str | None:
     """Why `name` is no valid S3 bucket name (None when it is): the settings of the stack and the handlers."""
     if not _BUCKET_NAME.match(name) or ".." in name:
@@ -172,15 +183,22 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
             probes,
             STORE_CONDITIONS_KEY,
         ),
-        delete=(*(join_key(channel, "*", LEASE_FILE) for channel in channels), probes),
+        # The unpatched repodata goes when a subdir's patch instructions do (it would go stale).
+        delete=(
+            *(join_key(channel, "*", key) for channel in channels for key in (LEASE_FILE, *UNPATCHED_FILES)),
+            probes,
+        ),
     )
 
 
 def full_reindex_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
-    """The full-reindex function's grants: the indexer's, and deleting superseded shards (only it cleans)."""
+    """The full-reindex function's grants: the indexer's, deleting superseded shards (only full runs clean)
+    and editing patch instructions (the console's yank / unyank / patch requests)."""
     grants = indexer_grants(channel_prefixes)
-    shards = tuple(join_key(channel, "*", SHARDS_FOLDER, "*") for channel in channel_prefixes or ("",))
-    return ObjectGrants(read=grants.read, write=grants.write, delete=(*grants.delete, *shards))
+    channels = channel_prefixes or ("",)
+    shards = tuple(join_key(channel, "*", SHARDS_FOLDER, "*") for channel in channels)
+    patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channels)
+    return ObjectGrants(read=grants.read, write=(*grants.write, *patches), delete=(*grants.delete, *shards))
 
 
 def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:

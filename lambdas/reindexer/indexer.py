@@ -10,13 +10,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from .contract import PUBLISHED_FILES, REPODATA_JSON, STATE_FILE, join_key
+from .contract import PATCH_INSTRUCTIONS, PUBLISHED_FILES, REPODATA_JSON, SHARDS_FOLDER, STATE_FILE, join_key
 from .layout import KNOWN_SUBDIRS, package_extension
 from .lease import Lease
 from .options import IndexOptions
 from .package_fetch import read_packages, recheck_records
+from .patch_sources import patch_changed, refresh_patch_file
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
-from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
+from .publication import (
+    clean_shards,
+    commit_state,
+    fold_outcomes,
+    listed_shards,
+    load_state,
+    publish_outputs,
+    run_transaction,
+    shards_to_clean,
+    state_changed,
+)
 from .record_schema import RECORD_SCHEMA
 from .repodata import parse_repodata
 from .reports import ChannelReport, Rejection, SubdirReport, one_line_reason
@@ -107,13 +118,19 @@ def _index_surveyed(subdir: SubdirRef, options: IndexOptions, lease: Lease, surv
     outcomes = recheck_records(plan.keep, subdir.name, previous.schema)
     outcomes += read_packages(subdir, plan.read, options)
     fold_outcomes(state, previous, outcomes, report)
-    if state.packages != previous.packages or not survey.outputs_current(options) or options.force:
+    refresh_patch_file(subdir, state, survey.listed.get(PATCH_INSTRUCTIONS))
+    if (
+        state.packages != previous.packages
+        or patch_changed(state, previous)
+        or not survey.outputs_current(options)
+        or options.force
+    ):
         publish_outputs(subdir, state, previous, options, rewrite_shards=options.force)
         report.written = True
-    elif survey.stored_state is not None and (state.rejected, state.schema) == (
-        previous.rejected,
-        previous.schema,
-    ):
+    if options.shard_retention is not None and survey.shards is not None:
+        report.shards_deleted = clean_shards(subdir, state, survey.shards, options)
+    report.patch_problems = state.patch_problems()
+    if survey.stored_state is not None and not report.written and not state_changed(state, previous):
         return report
     commit_state(subdir, state, survey.state_etag, lease)
     return report
@@ -128,13 +145,19 @@ class _Survey:
     state_etag: str | None
     previous: SubdirState
     plan: SubdirPlan
+    # The digests of the shard files listed under shards/ (full runs that clean shards only).
+    shards: set[str] | None = None
 
     def outputs_current(self, options: IndexOptions) -> bool:
         """The outputs are the ones the state recorded, written with today's settings."""
         return self.previous.settings == options.settings.fingerprint() and all(
             name in self.listed and self.listed[name].etag == self.previous.outputs.get(name)
-            for name in PUBLISHED_FILES
+            for name in {*PUBLISHED_FILES, *self.previous.outputs}
         )
+
+    def patch_file_changed(self) -> bool:
+        listed = self.listed.get(PATCH_INSTRUCTIONS)
+        return (listed.etag if listed else "") != self.previous.patch_file_etag
 
     def has_work(self, options: IndexOptions) -> bool:
         plan = self.plan
@@ -145,6 +168,12 @@ class _Survey:
             or plan.rejected != self.previous.rejected
             or self.previous.schema != RECORD_SCHEMA
             or not self.outputs_current(options)
+            or self.patch_file_changed()
+            or (
+                options.shard_retention is not None
+                and self.shards is not None
+                and shards_to_clean(self.previous, self.shards, options)
+            )
         )
 
     def planned_report(self, subdir: str) -> SubdirReport:
@@ -167,7 +196,10 @@ def _survey(subdir: SubdirRef, options: IndexOptions) -> _Survey:
     if previous is None:
         previous = _adopt_published(subdir, listed)
     plan = plan_subdir(listing.objects, previous, force=options.force)
-    return _Survey(listed, stored_state, state_etag, previous, plan)
+    shards = None
+    if options.shard_retention is not None and SHARDS_FOLDER in listing.folders:
+        shards = listed_shards(subdir)
+    return _Survey(listed, stored_state, state_etag, previous, plan, shards)
 
 
 def _adopt_published(subdir: SubdirRef, listed: dict[str, StoredObject]) -> SubdirState:

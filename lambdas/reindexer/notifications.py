@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from .contract import PATCH_INSTRUCTIONS
 from .layout import KNOWN_SUBDIRS, package_extension
 
 
@@ -66,13 +67,15 @@ def parse_event(event: Mapping[str, Any]) -> ParsedEvent:
 
 
 def locate(key: str) -> PackageLocation | None:
-    """Channel, subdir and file name of a package key `<channel>/<subdir>/<file>`; None for other keys.
+    """Channel, subdir and file name of a package key `<channel>/<subdir>/<file>`, or of a subdir's patch
+    instructions; None for other keys.
 
     The channel may be empty (the bucket root) or nested (`org/dev`); the subdir must be a known one. The
     channel is the key's text as it is, not checked: callers hold it to contract.channel_prefix_problem.
     """
     parts = key.split("/")
-    if len(parts) < 2 or package_extension(parts[-1]) is None or parts[-2] not in KNOWN_SUBDIRS:
+    indexed = package_extension(parts[-1]) is not None or parts[-1] == PATCH_INSTRUCTIONS
+    if len(parts) < 2 or not indexed or parts[-2] not in KNOWN_SUBDIRS:
         return None
     channel_parts = parts[:-2]
     # `/noarch/x.conda` is not at the bucket root: its channel is one empty segment, which joined would

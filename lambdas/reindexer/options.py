@@ -73,3 +73,8 @@ class IndexOptions:
     max_package_bytes: int = DEFAULT_MAX_PACKAGE_MB * 1024 * 1024
     # Lease expiries and backoffs, the read deadline, durations and the shard index's date.
     clock: Clock = SYSTEM_CLOCK
+    # Full runs delete shards no index has named for this many seconds; None (the event path) never deletes.
+    shard_retention: float | None = None
+    # A noarch package whose newest version holds <subdir>/patch_instructions.json (rattler-index's
+    # --repodata-patch); its instructions apply before the subdir file's.
+    repodata_patch: str | None = None

@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -169,6 +170,10 @@ class PackageSpool:
         self._file.seek(0)
         return read_metadata(filename, self._file, self._size)
 
+    def walk_payload(self, filename: str, visit: PayloadVisitor, *, budget: int) -> None:
+        """Show `visit` the payload of the archive received (see walk_payload)."""
+        walk_payload(filename, self._file, self._size, visit, budget=budget)
+
     def _refuse_over_limit(self, size: int) -> None:
         if size > self._max_size:
             raise BadPackageError(
@@ -241,6 +246,87 @@ def _read_tar_bz2_info(archive: IO[bytes], size: int) -> dict[str, bytes]:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         raise BadPackageError(f"not a valid .tar.bz2 archive: {_describe(error)}") from None
+
+
+# --- A package's payload, member by member (the repodata patch package's files) ---------------------------
+
+# A .conda's pkg-*.tar.zst may be compressed at zstd's highest levels, whose frames ask for up to 128 MiB of
+# window: zstd's default decoder limit, which conda and rattler keep too (a larger one installs nowhere).
+PAYLOAD_ZSTD_MAX_WINDOW = 128 * 1024 * 1024
+
+# Shown each payload member with a function that reads its bytes (only during the call).
+PayloadVisitor = Callable[[tarfile.TarInfo, Callable[[], bytes]], None]
+
+
+def walk_payload(filename: str, archive: IO[bytes], size: int, visit: PayloadVisitor, *, budget: int) -> None:
+    """Show `visit` every member of a package's payload, in archive order: a .conda's pkg-*.tar.zst, or a
+    .tar.bz2's whole tarball (where info/ sits beside the payload; the caller tells them apart by path).
+
+    Bounded as the metadata is read: the zip's entries are counted before it is parsed, at most
+    MAX_ARCHIVE_MEMBERS members are walked, pax and GNU header records are capped, and the walk ends after
+    `budget` decompressed bytes. Whatever is wrong with the archive is a BadPackageError with a one-line
+    reason, as is whatever `visit` raises as one.
+    """
+    bomb = f"more than {budget} decompressed bytes in the package (decompression bomb?)"
+    if filename.endswith(CONDA_SUFFIX):
+        _walk_conda_payload(archive, size, visit, budget, bomb)
+    elif filename.endswith(TAR_BZ2_SUFFIX):
+        archive.seek(0)
+        try:
+            _walk_members(_LimitedReader(bz2.BZ2File(archive), budget, bomb), visit)
+        except BadPackageError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+            raise BadPackageError(f"not a valid .tar.bz2 archive: {_describe(error)}") from None
+    else:
+        raise BadPackageError("not a conda package (expected .conda or .tar.bz2)")
+
+
+def _walk_conda_payload(archive: IO[bytes], size: int, visit: PayloadVisitor, budget: int, bomb: str) -> None:
+    try:
+        _check_zip_entry_count(archive, size)
+        with zipfile.ZipFile(archive) as outer:
+            components = [
+                entry
+                for entry in outer.infolist()
+                if entry.filename.startswith("pkg-") and entry.filename.endswith(".tar.zst")
+            ]
+            if len(components) != 1:
+                raise BadPackageError(
+                    f"a .conda must hold exactly one pkg-*.tar.zst component, found {len(components)}"
+                )
+            # Components are stored, not compressed again by the zip, so one fits in the archive; a deflated
+            # one claiming more could feed the zstd reader without end (skippable frames yield no bytes).
+            if components[0].file_size > size:
+                raise BadPackageError(
+                    f"the pkg component claims {components[0].file_size} bytes in a {size} byte archive"
+                )
+            with outer.open(components[0]) as compressed:
+                decompressor = zstandard.ZstdDecompressor(max_window_size=PAYLOAD_ZSTD_MAX_WINDOW)
+                reader = decompressor.stream_reader(compressed, closefd=False)
+                _walk_members(_LimitedReader(reader, budget, bomb), visit)
+    except BadPackageError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError) as error:
+        raise BadPackageError(f"not a valid .conda (zip) archive: {_describe(error)}") from None
+    except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError) as error:
+        raise BadPackageError(f"corrupt pkg component in .conda archive: {_describe(error)}") from None
+
+
+def _walk_members(stream: io.RawIOBase, visit: PayloadVisitor) -> None:
+    members = tar_generator(stream, tarfile_open=_open_bounded_tar)
+    for count, (tar, member) in enumerate(members, start=1):
+        tar.members.clear()  # as in _collect_members: a stream never looks back
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise BadPackageError(f"the archive holds more than {MAX_ARCHIVE_MEMBERS} members")
+
+        def read(tar: tarfile.TarFile = tar, member: tarfile.TarInfo = member) -> bytes:
+            extracted = tar.extractfile(member)
+            if extracted is None:
+                raise BadPackageError("an archive member that is no file cannot be read")
+            return extracted.read()
+
+        visit(member, read)
 
 
 _EOCD = b"PK\x05\x06"
@@ -353,10 +439,10 @@ def _describe(error: BaseException) -> str:
 class _LimitedReader(io.RawIOBase):
     """A read-only stream that fails once more than `limit` bytes were read through it."""
 
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
+    def __init__(self, inner: IO[bytes], limit: int, reason: str | None = None) -> None:
         self._inner = inner
         self._remaining = limit
-        self._limit = limit
+        self._reason = reason or f"metadata not found within {limit} decompressed bytes (decompression bomb?)"
 
     def readable(self) -> bool:
         return True
@@ -366,8 +452,6 @@ class _LimitedReader(io.RawIOBase):
         data = self._inner.read(len(view))
         self._remaining -= len(data)
         if self._remaining < 0:
-            raise BadPackageError(
-                f"metadata not found within {self._limit} decompressed bytes (decompression bomb?)"
-            )
+            raise BadPackageError(self._reason)
         view[: len(data)] = data
         return len(data)

@@ -22,13 +22,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .clock import utc_now
-from .contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE
+from .contract import (
+    REPODATA_FROM_PACKAGES,
+    REPODATA_FROM_PACKAGES_ZST,
+    REPODATA_JSON,
+    REPODATA_ZST,
+    SHARD_INDEX,
+    SHARDS_FOLDER,
+    STATE_FILE,
+    UNPATCHED_FILES,
+)
 from .lease import Lease
 from .options import IndexOptions
 from .package_fetch import Deferred, Failed, Gone, Outcome
+from .patch_sources import APPLY_FAILURE, Views, views_of
 from .repodata import compress_repodata, render_repodata
 from .reports import Rejection, SubdirReport
-from .shards import groups_to_render, render_shard, render_shard_index, shard_digest, shard_path
+from .shards import SHARD_SUFFIX, groups_to_render, render_shard, render_shard_index, shard_digest, shard_path
 from .state import IndexedPackage, RejectedFile, SubdirState
 from .store import FatalStoreError, NotFoundError, PreconditionFailedError, StoredObject, StoreError
 from .subdir_ref import SubdirRef
@@ -131,11 +141,14 @@ def publish_outputs(
     *,
     rewrite_shards: bool = False,
 ) -> None:
-    """Write shards that are new, then the shard index, repodata.json.zst and repodata.json."""
+    """Write shards that are new, then the shard index, repodata.json.zst and repodata.json: the patched
+    view, with the unpatched one beside it as repodata_from_packages.json while instructions are in force."""
     settings = options.settings
-    records = state.records()
+    views = views_of(state, subdir.name)
+    _note_patch_problems(state, views)
+    records = views.patched.records
     digests, render = groups_to_render(
-        records, previous.records(), previous.shards, everything=rewrite_shards
+        records, views_of(previous, subdir.name).patched.records, previous.shards, everything=rewrite_shards
     )
     published = set(previous.shards.values())
     new_shards: dict[str, bytes] = {}
@@ -147,23 +160,114 @@ def publish_outputs(
     _write_shards(subdir, new_shards, options.jobs)
 
     base_url = settings.subdir_base_url(subdir.name)
-    repodata = render_repodata(subdir.name, records, base_url)
+    repodata = render_repodata(subdir.name, records, base_url, removed=views.patched.removed)
     shard_index = render_shard_index(subdir.name, digests, utc_now(options.clock), base_url)
-    outputs = {}
-    for name, data, content_type in (
-        (SHARD_INDEX, shard_index, ZSTD_TYPE),
-        (REPODATA_ZST, compress_repodata(repodata), ZSTD_TYPE),
-        (REPODATA_JSON, repodata, JSON_TYPE),
-    ):
-        outputs[name] = subdir.store.write(
-            subdir.key(name),
-            data,
-            content_type=content_type,
-            cache_control=settings.repodata_cache_control,
+    outputs: dict[str, tuple[bytes, str]] = {
+        SHARD_INDEX: (shard_index, ZSTD_TYPE),
+        REPODATA_ZST: (compress_repodata(repodata), ZSTD_TYPE),
+        REPODATA_JSON: (repodata, JSON_TYPE),
+    }
+    if not views.instructions.is_empty():
+        unpatched = render_repodata(subdir.name, views.unpatched, base_url)
+        outputs[REPODATA_FROM_PACKAGES_ZST] = (compress_repodata(unpatched), ZSTD_TYPE)
+        outputs[REPODATA_FROM_PACKAGES] = (unpatched, JSON_TYPE)
+    # The patched view goes out before the unpatched one's removal, repodata.json last of all.
+    written = {
+        name: subdir.store.write(
+            subdir.key(name), data, content_type=content_type, cache_control=settings.repodata_cache_control
         )
-    state.outputs = outputs
+        for name, (data, content_type) in sorted(outputs.items(), key=lambda item: item[0] == REPODATA_JSON)
+    }
+    for name in UNPATCHED_FILES:
+        if name in previous.outputs and name not in written:
+            subdir.store.delete(subdir.key(name))
+    state.outputs = written
+    _track_orphans(state, previous, set(digests.values()), options.clock.time())
     state.shards = digests
     state.settings = settings.fingerprint()
+
+
+def state_changed(state: SubdirState, previous: SubdirState) -> bool:
+    """Whether the state holds news beyond its records and outputs (rejections, patch sources, orphans)."""
+
+    def memory(of: SubdirState) -> tuple[object, ...]:
+        return (
+            of.rejected,
+            of.schema,
+            of.patch_file,
+            of.patch_file_etag,
+            of.patch_package,
+            of.patch_package_instructions,
+            of.patch_file_problem,
+            of.patch_package_problem,
+            of.orphans,
+        )
+
+    return memory(state) != memory(previous)
+
+
+def listed_shards(subdir: SubdirRef) -> set[str]:
+    """The digests of the shard files under the subdir's shards/ folder."""
+    return {
+        obj.name.removesuffix(SHARD_SUFFIX)
+        for obj in subdir.store.list_folder(subdir.key(SHARDS_FOLDER)).objects
+        if obj.name.endswith(SHARD_SUFFIX)
+    }
+
+
+def shards_to_clean(state: SubdirState, listed: set[str], options: IndexOptions) -> bool:
+    """Whether a full run has shards to delete now, or shard files to start counting (left by a crash)."""
+    return bool(
+        _expired_orphans(state, listed, options) or listed - set(state.shards.values()) - state.orphans.keys()
+    )
+
+
+def clean_shards(subdir: SubdirRef, state: SubdirState, listed: set[str], options: IndexOptions) -> int:
+    """Delete the shards no index has named for the retention; start counting shard files nobody tracks
+    (a writer that stopped before its commit). Returns how many were deleted. Runs under the lease."""
+    now = options.clock.time()
+    referenced = set(state.shards.values())
+    orphans = {digest: since for digest, since in state.orphans.items() if digest in listed}
+    for digest in listed - referenced - orphans.keys():
+        orphans[digest] = now
+    state.orphans = orphans
+    expired = _expired_orphans(state, listed, options)
+    for digest in expired:
+        subdir.store.delete(subdir.key(shard_path(digest)))
+        del state.orphans[digest]
+    return len(expired)
+
+
+def _expired_orphans(state: SubdirState, listed: set[str], options: IndexOptions) -> list[str]:
+    if options.shard_retention is None:
+        return []
+    now, referenced = options.clock.time(), set(state.shards.values())
+    return sorted(
+        digest
+        for digest, since in state.orphans.items()
+        if digest in listed and digest not in referenced and now - since >= options.shard_retention
+    )
+
+
+def _note_patch_problems(state: SubdirState, views: Views) -> None:
+    """Keep why a patch source is left out of the view; a source that applies again loses its problem."""
+    for field, problem in (
+        ("patch_file_problem", views.file_problem),
+        ("patch_package_problem", views.package_problem),
+    ):
+        current: str = getattr(state, field)
+        if problem:
+            setattr(state, field, problem)
+        elif APPLY_FAILURE in current:
+            setattr(state, field, "")
+
+
+def _track_orphans(state: SubdirState, previous: SubdirState, referenced: set[str], now: float) -> None:
+    """Shards the new index no longer names start their retention now; shards named again leave it."""
+    orphans = {digest: since for digest, since in state.orphans.items() if digest not in referenced}
+    for digest in set(previous.shards.values()) - referenced:
+        orphans.setdefault(digest, now)
+    state.orphans = orphans
 
 
 def commit_state(subdir: SubdirRef, state: SubdirState, state_etag: str | None, lease: Lease) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import zstandard
 
@@ -22,8 +22,14 @@ SMALL_REPODATA_ZST_LEVEL = 16
 LARGE_REPODATA_ZST_LEVEL = 1
 
 
-def render_repodata(subdir: str, records: Mapping[str, RecordJson], base_url: str | None = None) -> bytes:
-    """Serialise a subdir's records deterministically (sorted file names, key-sorted record texts)."""
+def render_repodata(
+    subdir: str,
+    records: Mapping[str, RecordJson],
+    base_url: str | None = None,
+    removed: Sequence[str] = (),
+) -> bytes:
+    """Serialise a subdir's records deterministically (sorted file names, key-sorted record texts);
+    `removed` lists the files patch instructions took out."""
     tar_bz2: list[str] = []
     conda: list[str] = []
     for filename in sorted(records):
@@ -35,9 +41,10 @@ def render_repodata(subdir: str, records: Mapping[str, RecordJson], base_url: st
     # CEP-15: version 2 announces info.base_url; older conda rejects it, so only use it when needed.
     version = 2 if base_url else 1
     header = json.dumps(info, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    removed_list = json.dumps(sorted(removed), ensure_ascii=False, separators=(",", ":"))
     text = (
         f'{{"info":{header},"packages":{{{",".join(tar_bz2)}}},'
-        f'"packages.conda":{{{",".join(conda)}}},"removed":[],"repodata_version":{version}}}'
+        f'"packages.conda":{{{",".join(conda)}}},"removed":{removed_list},"repodata_version":{version}}}'
     )
     return text.encode()
 

@@ -44,6 +44,9 @@ class SubdirReport:
     error: str | None = None
     attempts: int = 1
     seconds: float = 0.0
+    # Why patch_instructions.json or the patch package is not (wholly) applied; superseded shards deleted.
+    patch_problems: list[str] = field(default_factory=list)
+    shards_deleted: int = 0
 
     @property
     def complete(self) -> bool:
@@ -63,6 +66,8 @@ class SubdirReport:
             "error": self.error,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
+            "patch_problems": self.patch_problems,
+            "shards_deleted": self.shards_deleted,
         }
 
 

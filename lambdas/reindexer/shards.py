@@ -20,6 +20,7 @@ from .records import Record, RecordJson, decode_record
 SHARD_ZST_LEVEL = 6
 # Beyond this many changed names, one pass over all file names is cheaper than a scan per name.
 TARGETED_REGROUP_LIMIT = 32
+SHARD_SUFFIX = ".msgpack.zst"
 
 
 def group_by_name(records: Mapping[str, RecordJson]) -> dict[str, dict[str, RecordJson]]:
@@ -94,7 +95,7 @@ def shard_digest(shard: bytes) -> str:
 
 
 def shard_path(digest: str) -> str:
-    return f"{SHARDS_FOLDER}/{digest}.msgpack.zst"
+    return f"{SHARDS_FOLDER}/{digest}{SHARD_SUFFIX}"
 
 
 def render_shard_index(

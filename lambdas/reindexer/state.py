@@ -49,9 +49,23 @@ class SubdirState:
     settings: str = ""
     # The record schema (reindexer.record_schema.RECORD_SCHEMA) the records were last checked under.
     schema: int = 0
+    # The patch instructions in force, as canonical JSON ("" for none), from each source: the subdir's
+    # patch_instructions.json (with the ETag it was read at) and the patch package ("file@etag" of it). A
+    # source that fails to parse or apply keeps its last good instructions in force, and says why here.
+    patch_file: str = ""
+    patch_file_etag: str = ""
+    patch_package: str = ""
+    patch_package_instructions: str = ""
+    patch_file_problem: str = ""
+    patch_package_problem: str = ""
+    # Shards the shard index no longer names, by digest: since when (clock time). Deleted after retention.
+    orphans: dict[str, float] = field(default_factory=dict)
 
     def records(self) -> dict[str, RecordJson]:
         return {filename: package.record for filename, package in self.packages.items()}
+
+    def patch_problems(self) -> list[str]:
+        return [problem for problem in (self.patch_file_problem, self.patch_package_problem) if problem]
 
     def to_bytes(self) -> bytes:
         header = {
@@ -64,6 +78,13 @@ class SubdirState:
                 name: {"etag": rejected.etag, "size": rejected.size, "reason": rejected.reason}
                 for name, rejected in sorted(self.rejected.items())
             },
+            "patch_file": self.patch_file,
+            "patch_file_etag": self.patch_file_etag,
+            "patch_package": self.patch_package,
+            "patch_package_instructions": self.patch_package_instructions,
+            "patch_file_problem": self.patch_file_problem,
+            "patch_package_problem": self.patch_package_problem,
+            "orphans": dict(sorted(self.orphans.items())),
         }
         lines = [json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))]
         for filename, package in sorted(self.packages.items()):
@@ -96,6 +117,14 @@ class SubdirState:
                 shards=dict(header["shards"]),
                 settings=str(header["settings"]),
                 schema=int(header.get("schema", 0)),
+                # Absent from states written before patches and shard clean-up existed.
+                patch_file=str(header.get("patch_file", "")),
+                patch_file_etag=str(header.get("patch_file_etag", "")),
+                patch_package=str(header.get("patch_package", "")),
+                patch_package_instructions=str(header.get("patch_package_instructions", "")),
+                patch_file_problem=str(header.get("patch_file_problem", "")),
+                patch_package_problem=str(header.get("patch_package_problem", "")),
+                orphans={str(digest): float(since) for digest, since in header.get("orphans", {}).items()},
             )
         except (zstandard.ZstdError, ValueError, KeyError, TypeError, AttributeError) as error:
             # ValueError covers malformed JSON, undecodable bytes and lines that do not split in four.

@@ -13,13 +13,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .contract import REPODATA_JSON
+from .contract import PATCH_INSTRUCTIONS, REPODATA_JSON
 from .indexer import index_subdir, index_subdir_locked
 from .lease import Lease
 from .options import IndexOptions
 from .package_fetch import Gone, read_packages, recheck_records
+from .patch_sources import patch_changed, refresh_patch_file
 from .planner import listing_rejection
-from .publication import commit_state, fold_outcomes, load_state, publish_outputs, run_transaction
+from .publication import (
+    commit_state,
+    fold_outcomes,
+    load_state,
+    publish_outputs,
+    run_transaction,
+    state_changed,
+)
 from .record_schema import RECORD_SCHEMA
 from .reports import SubdirReport, one_line_reason
 from .state import RejectedFile
@@ -45,10 +53,18 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
         _ensure_noarch(subdir, options)
         return index_subdir_locked(subdir, options, lease)
 
+    state = replace(
+        previous,
+        packages=dict(previous.packages),
+        rejected=dict(previous.rejected),
+        schema=RECORD_SCHEMA,
+    )
+    if PATCH_INSTRUCTIONS in names:
+        refresh_patch_file(subdir, state, subdir.store.head(subdir.key(PATCH_INSTRUCTIONS)))
     # Records kept under older rules are checked again first; what the events report then overrides them.
     outcomes = recheck_records(previous.packages, subdir.name, previous.schema)
     to_read: list[StoredObject] = []
-    for name in names:
+    for name in (name for name in names if name != PATCH_INSTRUCTIONS):
         key = subdir.key(name)
         known = previous.packages.get(name) or previous.rejected.get(name)
         reason = listing_rejection(name)
@@ -70,19 +86,14 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
             to_read.append(current)
     outcomes += read_packages(subdir, to_read, options)
 
-    state = replace(
-        previous,
-        packages=dict(previous.packages),
-        rejected=dict(previous.rejected),
-        schema=RECORD_SCHEMA,
-    )
     report = SubdirReport(subdir.name)
     fold_outcomes(state, previous, outcomes, report)
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
-    if state.packages != previous.packages:
+    if state.packages != previous.packages or patch_changed(state, previous):
         publish_outputs(subdir, state, previous, options)
         report.written = True
-    elif (state.rejected, state.schema) == (previous.rejected, previous.schema):
+    report.patch_problems = state.patch_problems()
+    if not report.written and not state_changed(state, previous):
         return report
     commit_state(subdir, state, state_etag, lease)
     return report

@@ -16,9 +16,10 @@ from reindexer import contract
 from reindexer.options import IndexOptions
 from reindexer.store import StoreError
 from reindexer_cli import cli
-from reindexer_cli.cli import main, parse_target
+from reindexer_cli.cli import main
 from reindexer_cli.embedded_s3 import free_port
 from reindexer_cli.local_stack import LOCAL_CREDENTIALS
+from reindexer_cli.targets import parse_target
 from tests.support.checks import read_repodata
 from tests.support.stores import channel_files, copy_channel
 

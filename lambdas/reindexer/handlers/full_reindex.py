@@ -10,6 +10,7 @@ to the log only.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..config import HandlerSettings
-from ..contract import Metric, channel_prefix_problem
+from ..contract import SECONDS_PER_DAY, Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
-from ..store import StoreError
+from ..operations import Edit, OperationError, install_patch, unyank, yank
+from ..options import IndexOptions
+from ..patches import PatchError, PatchInstructions
+from ..store import Store, StoreError
+from ..subdir_ref import SubdirRef
 from .runtime import logger, metrics, quoted, seconds_left
 from .wiring import Handler, LambdaEntry, Wiring, instrumented
 
@@ -40,12 +45,14 @@ class FullReindexRequest:
     subdirs: tuple[str, ...] | None
     force: bool
     dry_run: bool
+    # An operator's change instead of a reindex: yank / unyank files, or install a subdir's instructions.
+    operation: Operation | None = None
 
     @classmethod
     def from_event(cls, event: Any, settings: HandlerSettings) -> FullReindexRequest:
         if not isinstance(event, dict):
             raise BadRequestError('the event must be a JSON object such as {"channel": "my-channel"}')
-        unknown = set(event) - {"bucket", "channel", "subdirs", "force", "dry_run"}
+        unknown = set(event) - {"bucket", "channel", "subdirs", "force", "dry_run", *OPERATION_FIELDS}
         if unknown:
             raise BadRequestError(f"unknown field(s) {quoted(', '.join(sorted(map(str, unknown))))}")
         channel = _channel(event.get("channel"), settings)
@@ -70,7 +77,80 @@ class FullReindexRequest:
             subdirs=tuple(subdirs) if subdirs else None,
             force=event.get("force", False),
             dry_run=event.get("dry_run", False),
+            operation=Operation.from_event(event),
         )
+
+
+OPERATION_FIELDS = ("yank", "unyank", "reason", "patch")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """`{"yank": ["linux-64/x-1-0.conda", ...], "reason": "..."}`, `{"unyank": [...]}` or
+    `{"patch": {"subdir": "linux-64", "instructions": {...conda's patch_instructions.json...}}}`."""
+
+    kind: str
+    files: dict[str, list[str]]
+    reason: str | None = None
+    instructions: PatchInstructions | None = None
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Operation | None:
+        kinds = [kind for kind in ("yank", "unyank", "patch") if kind in event]
+        if not kinds:
+            if "reason" in event:
+                raise BadRequestError('"reason" goes with "yank"')
+            return None
+        if len(kinds) > 1:
+            raise BadRequestError(f"one operation per request, not {' and '.join(kinds)}")
+        kind = kinds[0]
+        reason = event.get("reason")
+        if reason is not None and (kind != "yank" or not isinstance(reason, str) or len(reason) > 200):
+            raise BadRequestError('"reason" goes with "yank" and is text of at most 200 characters')
+        if kind == "patch":
+            return cls(kind, *_patch(event["patch"]))
+        return cls(kind, _files(event[kind], kind), reason)
+
+    def run(self, store: Store, channel: str, options: IndexOptions) -> dict[str, Edit]:
+        edits = {}
+        for subdir_name, names in sorted(self.files.items()):
+            subdir = SubdirRef(store, channel, subdir_name)
+            if self.kind == "yank":
+                edits[subdir_name] = yank(subdir, names, self.reason, options)
+            elif self.kind == "unyank":
+                edits[subdir_name] = unyank(subdir, names, options)
+            else:
+                assert self.instructions is not None
+                edits[subdir_name] = install_patch(subdir, self.instructions, options)
+        return edits
+
+
+def _files(value: object, kind: str) -> dict[str, list[str]]:
+    """["<subdir>/<file>", ...] by subdir."""
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise BadRequestError(
+            f'"{kind}" must be a list of "<subdir>/<file>" such as ["linux-64/x-1-0.conda"]'
+        )
+    files: dict[str, list[str]] = {}
+    for item in value:
+        subdir, _, name = item.partition("/")
+        if subdir not in KNOWN_SUBDIRS or not name or "/" in name:
+            raise BadRequestError(f'"{kind}" entry {quoted(item)} is not "<subdir>/<file>"')
+        files.setdefault(subdir, []).append(name)
+    return files
+
+
+def _patch(value: object) -> tuple[dict[str, list[str]], None, PatchInstructions]:
+    if not isinstance(value, dict) or set(value) != {"subdir", "instructions"}:
+        raise BadRequestError('"patch" must be {"subdir": "<subdir>", "instructions": {...}}')
+    subdir = value["subdir"]
+    if subdir not in KNOWN_SUBDIRS:
+        raise BadRequestError(f"unknown subdir {quoted(subdir)}")
+    try:
+        instructions = PatchInstructions.parse(json.dumps(value["instructions"]).encode())
+    except (PatchError, TypeError, ValueError) as error:
+        raise BadRequestError(f"patch instructions refused: {error}") from None
+    return {subdir: []}, None, instructions
 
 
 def _channel(value: object, settings: HandlerSettings) -> str:
@@ -101,9 +181,15 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         metrics.add_metric(name=Metric.INVALID_REQUESTS, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": str(error)}
     options = wiring.index_options(
-        budget, subdirs=request.subdirs, force=request.force, dry_run=request.dry_run
+        budget,
+        subdirs=request.subdirs,
+        force=request.force,
+        dry_run=request.dry_run,
+        shard_retention=wiring.settings.shard_retention_days * SECONDS_PER_DAY,
     )
     target = f"s3://{request.bucket}/{request.channel}"
+    if request.operation is not None:
+        return _operate(request, request.operation, options, wiring)
     try:
         report = index_channel(wiring.store(request.bucket), request.channel, options)
     except StoreError as error:
@@ -127,6 +213,38 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
             name=Metric.SUBDIR_UPDATE_FAILURES, unit=count, value=int(subdir.error is not None)
         )
     return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
+
+
+def _operate(
+    request: FullReindexRequest, operation: Operation, options: IndexOptions, wiring: Wiring
+) -> dict[str, Any]:
+    """Run an operator's change; the answer says per subdir whether the instructions changed and how the
+    republication went."""
+    target = f"s3://{request.bucket}/{request.channel}"
+    try:
+        edits = operation.run(wiring.store(request.bucket), request.channel, options)
+    except (OperationError, StoreError) as error:
+        logger.error(f"{operation.kind} in {target} failed: {error}")
+        return {"ok": False, "operation": operation.kind, "error": str(error)}
+    except Exception as error:  # a bug: answer in one line and keep the traceback for the log
+        logger.exception(f"{operation.kind} in {target} crashed")
+        return {"ok": False, "operation": operation.kind, "error": _crash_reason(error)}
+    subdirs = {
+        name: {
+            "changed": edit.after != edit.before,
+            **(edit.report.to_dict() if edit.report else {}),
+        }
+        for name, edit in edits.items()
+    }
+    logger.info(f"{operation.kind} in {target}", extra={"subdirs": subdirs})
+    ok = all(edit.report is None or edit.report.error is None for edit in edits.values())
+    return {
+        "ok": ok,
+        "operation": operation.kind,
+        "bucket": request.bucket,
+        "channel": request.channel,
+        "subdirs": subdirs,
+    }
 
 
 def _crash_reason(error: Exception) -> str:

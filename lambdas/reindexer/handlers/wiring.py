@@ -87,6 +87,7 @@ class Wiring:
             deadline=budget.read_deadline,
             max_package_bytes=settings.max_package_bytes,
             clock=self.clock,
+            repodata_patch=settings.repodata_patch,
             **choices,
         )
 

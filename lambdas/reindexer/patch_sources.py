@@ -1,0 +1,103 @@
+"""Which patch instructions are in force for a subdir: its patch_instructions.json, read only when its ETag
+changed, and the patched view they give; a bad file is reported and the last good instructions stay."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .contract import PATCH_INSTRUCTIONS
+from .patches import MAX_INSTRUCTIONS_BYTES, PatchedView, PatchError, PatchInstructions, apply_instructions
+from .records import RecordJson
+from .reports import one_line_reason
+from .state import SubdirState
+from .store import NotFoundError, StoredObject
+from .subdir_ref import SubdirRef
+
+logger = logging.getLogger(__name__)
+
+# The words of a problem found when applying (not parsing) a source: it clears once the source applies.
+APPLY_FAILURE = "cannot be applied"
+
+
+def instructions_of(text: str) -> PatchInstructions:
+    """Instructions kept in a state (canonical JSON written by to_bytes; "" for none)."""
+    return PatchInstructions.parse(text.encode()) if text else PatchInstructions.EMPTY
+
+
+def canonical(instructions: PatchInstructions) -> str:
+    return "" if instructions.is_empty() else instructions.to_bytes().decode()
+
+
+def effective_instructions(state: SubdirState) -> PatchInstructions:
+    """The patch package's instructions, then the subdir file's (conda-forge practice: the file wins)."""
+    return instructions_of(state.patch_package_instructions).then(instructions_of(state.patch_file))
+
+
+def patch_changed(state: SubdirState, previous: SubdirState) -> bool:
+    """Whether the instructions in force differ (so the patched view must be published again)."""
+    return (state.patch_file, state.patch_package_instructions) != (
+        previous.patch_file,
+        previous.patch_package_instructions,
+    )
+
+
+def refresh_patch_file(subdir: SubdirRef, state: SubdirState, current: StoredObject | None) -> None:
+    """Bring the state's patch_instructions.json in line with the object as listed or HEADed (None: there is
+    none). Its bytes are read only when its ETag changed; instructions that do not parse are reported in the
+    state and leave the last good ones in force until the file is fixed or deleted."""
+    if (current.etag if current else "") == state.patch_file_etag:
+        return
+    if current is None:
+        state.patch_file, state.patch_file_etag, state.patch_file_problem = "", "", ""
+        return
+    if current.size > MAX_INSTRUCTIONS_BYTES:
+        _refuse(state, current.etag, f"is {current.size} bytes, over the limit of {MAX_INSTRUCTIONS_BYTES}")
+        return
+    try:
+        data, etag = subdir.store.read(subdir.key(PATCH_INSTRUCTIONS))
+    except NotFoundError:
+        state.patch_file, state.patch_file_etag, state.patch_file_problem = "", "", ""
+        return
+    try:
+        instructions = PatchInstructions.parse(data)
+    except PatchError as error:
+        _refuse(state, etag, str(error))
+        return
+    state.patch_file, state.patch_file_etag, state.patch_file_problem = canonical(instructions), etag, ""
+
+
+def _refuse(state: SubdirState, etag: str, reason: str) -> None:
+    state.patch_file_etag = etag
+    state.patch_file_problem = one_line_reason(f"{PATCH_INSTRUCTIONS} not applied: {reason}")
+    logger.warning("%s", state.patch_file_problem)
+
+
+@dataclass(frozen=True)
+class Views:
+    """What a subdir publishes: the patched view (repodata.json and shards), the records as read, and why
+    a patch source was left out (a record it names changed, and the patched record fails the schema)."""
+
+    patched: PatchedView
+    unpatched: dict[str, RecordJson]
+    instructions: PatchInstructions
+    file_problem: str = ""
+    package_problem: str = ""
+
+
+def views_of(state: SubdirState, subdir: str) -> Views:
+    """The patched view of the state's records: under both sources' instructions, else without the subdir
+    file's, else unpatched."""
+    records = state.records()
+    package = instructions_of(state.patch_package_instructions)
+    problems: list[str] = []
+    for instructions in (package.then(instructions_of(state.patch_file)), package, PatchInstructions.EMPTY):
+        try:
+            view = apply_instructions(records, instructions, subdir)
+        except PatchError as error:
+            problems.append(one_line_reason(f"{APPLY_FAILURE}: {error}"))
+            continue
+        file_problem = f"{PATCH_INSTRUCTIONS} {problems[0]}" if problems else ""
+        package_problem = f"the patch package {problems[1]}" if len(problems) > 1 else ""
+        return Views(view, records, instructions, file_problem, package_problem)
+    raise AssertionError("empty instructions always apply")
