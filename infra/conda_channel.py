@@ -1,9 +1,12 @@
 """CondaChannel: a self-indexing conda channel bucket — bucket, notifications, queue, both indexer functions,
-least-privilege policies for publishers and operators, alarms. Reusable inside any CDK app."""
+the nightly reconciliation schedule, least-privilege policies for publishers and operators, alarms. Reusable
+inside any CDK app."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -14,6 +17,8 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -35,12 +40,17 @@ from reindexer.contract import (
     PACKAGE_EVENTS_HANDLER,
     PACKAGE_SUFFIXES,
     PREFIXES_VARIABLE,
+    REPODATA_PATCH_VARIABLE,
     SERVICE_NAME,
     SERVICE_NAME_VARIABLE,
+    SHARD_RETENTION_VARIABLE,
     VISIBILITY_TIMEOUT_FACTOR,
     Metric,
+    ObjectGrants,
+    full_reindex_grants,
     indexer_grants,
     notification_filters,
+    operator_grants,
     private_state_patterns,
 )
 
@@ -48,6 +58,10 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # Storage classes that need a restore before GetObject (or SSE-C, whose key the indexer never has) would
 # make an uploaded package unreadable to the indexer.
 READABLE_STORAGE_CLASS = "STANDARD"
+# A scheduled reconciliation the scheduler could not hand to Lambda is retried this often, within this time,
+# then sent to its dead-letter queue (Lambda takes the invocation asynchronously: accepted is delivered).
+RECONCILE_RETRY_ATTEMPTS = 2
+RECONCILE_MAX_EVENT_AGE = cdk.Duration.hours(1)
 
 
 class CondaChannel(Construct):
@@ -104,8 +118,24 @@ class CondaChannel(Construct):
             code,
             "Full reindex of a channel",
         )
-        for function in (self.event_function, self.reindex_function):
-            self._grant_indexing(function)
+        prefixes = settings.channel_prefixes
+        self._grant_indexing(
+            self.event_function,
+            indexer_grants(prefixes),
+            "Subdir folders are created by uploads and not known at deploy time; the patterns end in the "
+            "indexer's own file names (repodata, shards, state, lease) or, for reads, cover the channel; "
+            "the probe of the store's conditional requests uses scratch objects with random names.",
+        )
+        self._grant_indexing(
+            self.reindex_function,
+            full_reindex_grants(prefixes),
+            "Subdir folders are created by uploads and not known at deploy time; the patterns end in the "
+            "indexer's own file names (repodata, shards, state, lease, the patch instructions an operator's "
+            "request edits) or, for reads, cover the channel; only this function deletes superseded shards "
+            "(under <subdir>/shards/, once unreferenced for shard_retention_days); the probe of the "
+            "store's conditional requests uses scratch objects with random names.",
+        )
+        self.reconcile_dead_letters, self.reconcile_schedules = self._reconcile_schedules()
 
         self.publisher_policy = self._publisher_policy()
         self.reader_policy = self._reader_policy()
@@ -200,7 +230,8 @@ class CondaChannel(Construct):
         return self.settings.channel_prefixes or ("",)
 
     def _notify_package_changes(self) -> None:
-        """Created and removed packages only: the indexer's own writes never match these filters.
+        """Created and removed packages and patch instructions (`<subdir>/patch_instructions.json`) only:
+        the indexer's own writes never match these filters.
 
         ObjectRemoved:* includes DeleteMarkerCreated, which is what a delete on a versioned bucket makes.
         """
@@ -228,6 +259,10 @@ class CondaChannel(Construct):
         }
         if settings.channel_prefixes:
             environment[PREFIXES_VARIABLE] = ",".join(settings.channel_prefixes)
+        # Read by full runs only (they delete shards); both functions get one configuration.
+        environment[SHARD_RETENTION_VARIABLE] = str(settings.shard_retention_days)
+        if settings.repodata_patch:
+            environment[REPODATA_PATCH_VARIABLE] = settings.repodata_patch
         log_group = logs.LogGroup(self, f"{construct_id}Logs", retention=LOG_RETENTION)
         # An explicit role instead of AWSLambdaBasicExecutionRole: logs go to this function's group only.
         role = iam.Role(self, f"{construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
@@ -250,10 +285,10 @@ class CondaChannel(Construct):
             role=role,
         )
 
-    def _grant_indexing(self, function: lambda_.Function) -> None:
-        """Read everything in the channels, write only the indexer's own keys, delete only its lease."""
+    def _grant_indexing(self, function: lambda_.Function, grants: ObjectGrants, reason: str) -> None:
+        """Read everything in the channels, write only the indexer's own keys, delete only what `grants`
+        name (leases and probes; superseded shards for the full reindex)."""
         bucket = self.bucket
-        grants = indexer_grants(self.settings.channel_prefixes)
         statements = [
             # ListBucket also makes S3 answer 404 rather than 403 for a missing state or lease.
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]),
@@ -277,9 +312,7 @@ class CondaChannel(Construct):
                 for pattern in dict.fromkeys((*grants.read, *grants.write, *grants.delete))
                 if "*" in pattern
             ],
-            "Subdir folders are created by uploads and not known at deploy time; the patterns end in the "
-            "indexer's own file names (repodata, shards, state, lease) or, for reads, cover the channel; "
-            "the probe of the store's conditional requests uses scratch objects with random names.",
+            reason,
         )
         _acknowledge(
             role,
@@ -323,6 +356,67 @@ class CondaChannel(Construct):
         """Acknowledge cdk-nag's wildcard finding for exactly these object patterns, nothing broader."""
         for arn in arns:
             _acknowledge(scope, f"AwsSolutions-IAM5[Resource::{_nag_reference(self, arn)}]", reason)
+
+    # --- reconciliation --------------------------------------------------------------------------------
+
+    def _reconcile_schedules(self) -> tuple[sqs.Queue | None, list[scheduler.Schedule]]:
+        """A full reindex of each channel on `reconcile_schedule` (UTC): it repairs what lost or failed
+        events left behind and deletes superseded shards. Nothing when the setting is off."""
+        expression = self.settings.reconcile_schedule
+        if expression is None:
+            return None, []
+        dead_letters = sqs.Queue(
+            self,
+            "ReconcileDeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        _acknowledge(
+            dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue is the dead-letter queue of the reconciliation schedules (their DeadLetterConfig).",
+        )
+        stack = cdk.Stack.of(self)
+        # The schedules are in the default group; Scheduler names their group as aws:SourceArn.
+        group = stack.format_arn(service="scheduler", resource="schedule-group", resource_name="default")
+        role = iam.Role(
+            self,
+            "ReconcileSchedulerRole",
+            description="EventBridge Scheduler: invoke the full reindex of each channel on schedule",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account, "aws:SourceArn": group}},
+            ),
+        )
+        schedules = [
+            scheduler.Schedule(
+                self,
+                f"Reconcile{_construct_suffix(prefix)}",
+                description=f"Full reindex of the channel {prefix}"
+                if prefix
+                else "Full reindex of the channel at the bucket root",
+                schedule=scheduler.ScheduleExpression.expression(expression, cdk.TimeZone.ETC_UTC),
+                time_window=scheduler.TimeWindow.off(),
+                target=scheduler_targets.LambdaInvoke(
+                    self.reindex_function,
+                    input=scheduler.ScheduleTargetInput.from_object({"channel": prefix}),
+                    role=role,
+                    retry_attempts=RECONCILE_RETRY_ATTEMPTS,
+                    max_event_age=RECONCILE_MAX_EVENT_AGE,
+                    dead_letter_queue=dead_letters,
+                ),
+            )
+            for prefix in self._channel_prefixes()
+        ]
+        # Lambda's invoke grant covers the function's versions and aliases too (`<arn>:*`); still only it.
+        self._acknowledge_object_patterns(
+            role,
+            [f"{self.reindex_function.function_arn}:*"],
+            "The scheduler may invoke the full-reindex function only: the pattern is its own qualified ARN "
+            "(versions and aliases), as Function.grant_invoke writes it.",
+        )
+        return dead_letters, schedules
 
     # --- people ----------------------------------------------------------------------------------------
 
@@ -380,12 +474,36 @@ class CondaChannel(Construct):
         return policy
 
     def _operator_policy(self) -> iam.ManagedPolicy:
-        """Operators may start a full reindex and move dead letters back to the queue."""
-        return iam.ManagedPolicy(
+        """Operators may start a full reindex, move dead letters back to the queue and edit each subdir's
+        patch instructions (reindexer yank / unyank / patch), which the event function then applies."""
+        bucket = self.bucket
+        patches = operator_grants(self.settings.channel_prefixes)
+        edits = [
+            iam.PolicyStatement(
+                sid=sid, actions=[action], resources=[bucket.arn_for_objects(p) for p in keys]
+            )
+            for sid, action, keys in (
+                ("ReadPatchInstructions", "s3:GetObject", patches.read),
+                ("WritePatchInstructions", "s3:PutObject", patches.write),
+                ("DeletePatchInstructions", "s3:DeleteObject", patches.delete),
+            )
+        ]
+        policy = iam.ManagedPolicy(
             self,
             "OperatorPolicy",
-            description="Start a full reindex of the channel and redrive failed package events",
+            description="Start a full reindex of the channel, redrive failed package events and edit the "
+            "patch instructions",
             statements=[
+                *edits,
+                # S3 answers a GET of a missing key with 404 rather than 403 only to callers allowed to
+                # list; as for PublicListChannel, the listing is limited to the requested key by s3:prefix,
+                # here the patch instructions only, so a subdir without them reads as "none yet".
+                iam.PolicyStatement(
+                    sid="FindPatchInstructions",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": list(patches.read)}},
+                ),
                 iam.PolicyStatement(
                     sid="StartFullReindex",
                     actions=["lambda:InvokeFunction"],
@@ -410,6 +528,17 @@ class CondaChannel(Construct):
                 ),
             ],
         )
+        self._acknowledge_object_patterns(
+            policy,
+            [
+                bucket.arn_for_objects(pattern)
+                for pattern in dict.fromkeys((*patches.read, *patches.write, *patches.delete))
+                if "*" in pattern
+            ],
+            "Operators edit the patch instructions of any subdir of the channel; the patterns only match "
+            "patch_instructions.json.",
+        )
+        return policy
 
     # --- operations ------------------------------------------------------------------------------------
 
@@ -432,6 +561,21 @@ class CondaChannel(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
         ]
+        if self.reconcile_dead_letters is not None:
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    "ReconcileDeadLettersAlarm",
+                    alarm_description="A scheduled reconciliation could not invoke the full reindex",
+                    metric=self.reconcile_dead_letters.metric_approximate_number_of_messages_visible(
+                        period=cdk.Duration.minutes(5)
+                    ),
+                    threshold=1,
+                    evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
         for name, function in (
             ("PackageEvents", self.event_function),
             ("FullReindex", self.reindex_function),
@@ -522,6 +666,14 @@ class CondaChannel(Construct):
             description="Redrive with: aws sqs start-message-move-task --source-arn <this ARN>",
         )
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        if self.reconcile_schedules:
+            cdk.CfnOutput(
+                self,
+                "ReconcileSchedules",
+                value=cdk.Fn.join(" ", [schedule.schedule_name for schedule in self.reconcile_schedules]),
+                description=f"EventBridge schedules of the full reindex, {self.settings.reconcile_schedule} "
+                "UTC, one per channel",
+            )
 
 
 def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
@@ -545,6 +697,14 @@ def _nag_reference(construct: Construct, arn: str) -> str:
         elif "Ref" in part:
             rendered.append(f"<{part['Ref']}>")
     return "".join(rendered)
+
+
+def _construct_suffix(prefix: str) -> str:
+    """A construct id part for a channel prefix: readable, and distinct for prefixes that read alike."""
+    if not prefix:
+        return "Root"
+    readable = re.sub(r"[^A-Za-z0-9]", "", prefix.title())[:40]
+    return readable + hashlib.sha256(prefix.encode()).hexdigest()[:8]
 
 
 def _join(*parts: str) -> str:

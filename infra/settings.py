@@ -1,6 +1,7 @@
 """Deployment settings from CDK context (cdk.json or `-c key=value`), validated at synth with one error.
 
-Rules shared with the indexer (channel prefixes, read jobs, package size, /tmp) come from reindexer.contract.
+Rules shared with the indexer (channel prefixes, read jobs, package size, /tmp, shard retention) come from
+reindexer.contract.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from reindexer.contract import (
     ACCESS_MODES,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
+    DEFAULT_SHARD_RETENTION_DAYS,
     LAMBDA_MAX_EPHEMERAL_MB,
     MAX_PACKAGE_MB_LIMIT,
     MAX_READ_JOBS,
+    MAX_SHARD_RETENTION_DAYS,
     bucket_name_problem,
     channel_prefix_problem,
     ephemeral_storage_mb,
@@ -25,6 +28,13 @@ from reindexer.contract import (
 
 REMOVAL_POLICIES = ("retain", "destroy")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A conda package name as the indexer looks for it (the patch package): lowercase, at most 128 characters.
+_PACKAGE_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.\-]{0,127}$")
+# EventBridge Scheduler's recurring expressions (UTC): cron with its six fields, or a rate.
+DEFAULT_RECONCILE_SCHEDULE = "cron(0 3 * * ? *)"
+RECONCILE_OFF = "off"
+_CRON = re.compile(r"^cron\((\S+ ){5}\S+\)$")
+_RATE = re.compile(r"^rate\((?P<value>[1-9][0-9]*) (?P<unit>minutes?|hours?|days?)\)$")
 
 
 CONTEXT_KEYS = (
@@ -42,6 +52,9 @@ CONTEXT_KEYS = (
     "event_function_timeout",
     "reindex_function_memory",
     "reindex_function_timeout",
+    "shard_retention_days",
+    "repodata_patch",
+    "reconcile_schedule",
 )
 
 
@@ -71,6 +84,12 @@ class ChannelSettings:
     alarm_email: str | None = None
     event_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(512, 60))
     reindex_function: FunctionSettings = field(default_factory=lambda: FunctionSettings(2048, 900))
+    shard_retention_days: int = DEFAULT_SHARD_RETENTION_DAYS
+    # A noarch package whose newest version holds each subdir's patch instructions (rattler-index's
+    # --repodata-patch); None: only the patch_instructions.json files operators write.
+    repodata_patch: str | None = None
+    # When the full reindex runs over every channel by itself; None: never (the setting's value "off").
+    reconcile_schedule: str | None = DEFAULT_RECONCILE_SCHEDULE
 
     @property
     def public(self) -> bool:
@@ -120,6 +139,11 @@ class ChannelSettings:
                 _number(context, "reindex_function_memory", 2048, 128, 10240),
                 _number(context, "reindex_function_timeout", 900, 60, 900),
             ),
+            shard_retention_days=_number(
+                context, "shard_retention_days", DEFAULT_SHARD_RETENTION_DAYS, 1, MAX_SHARD_RETENTION_DAYS
+            ),
+            repodata_patch=_package_name(context, "repodata_patch"),
+            reconcile_schedule=_schedule(context, "reconcile_schedule"),
         )
 
 
@@ -186,3 +210,35 @@ def _email(context: Mapping[str, Any]) -> str | None:
     if email is not None and not _EMAIL.match(email):
         raise SettingsError(f"alarm_email={email!r} is not an e-mail address")
     return email
+
+
+def _package_name(context: Mapping[str, Any], key: str) -> str | None:
+    name = _optional_text(context, key)
+    if name is not None and not _PACKAGE_NAME.match(name):
+        raise SettingsError(
+            f"{key}={name[:64]!r} is not a conda package name (lowercase letters, digits and _.-, "
+            "at most 128 characters)"
+        )
+    return name
+
+
+def _schedule(context: Mapping[str, Any], key: str) -> str | None:
+    """An EventBridge Scheduler expression, in UTC; 'off' turns the schedule off."""
+    expression = _optional_text(context, key) or DEFAULT_RECONCILE_SCHEDULE
+    if expression.lower() == RECONCILE_OFF:
+        return None
+    if not (_CRON.match(expression) or _RATE.match(expression)):
+        raise SettingsError(
+            f"{key}={expression[:64]!r} must be a schedule expression, 'cron(<6 fields>)' or "
+            f"'rate(<n> minutes|hours|days)' (UTC), or {RECONCILE_OFF!r}"
+        )
+    if (rate := _RATE.match(expression)) and (rate["value"] == "1") == rate["unit"].endswith("s"):
+        raise SettingsError(f"{key}={expression!r}: the unit is singular for 1 and plural otherwise")
+    if _CRON.match(expression):
+        day_of_month, day_of_week = expression[len("cron(") : -1].split()[2:5:2]
+        if (day_of_month == "?") == (day_of_week == "?"):
+            raise SettingsError(
+                f"{key}={expression[:64]!r}: exactly one of day-of-month (3rd field) and day-of-week "
+                "(5th) must be '?'"
+            )
+    return expression

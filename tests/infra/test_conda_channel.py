@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -14,20 +15,24 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Template
 
 from infra.channel_stack import ChannelStack
-from infra.settings import CONTEXT_KEYS, ChannelSettings, SettingsError
+from infra.settings import CONTEXT_KEYS, DEFAULT_RECONCILE_SCHEDULE, ChannelSettings, SettingsError
 from reindexer.contract import (
     ACCESS_VARIABLE,
     BUCKET_VARIABLE,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
+    DEFAULT_SHARD_RETENTION_DAYS,
     JOBS_VARIABLE,
     LAMBDA_MAX_EPHEMERAL_MB,
     MAX_AGE_VARIABLE,
     MAX_PACKAGE_MB_LIMIT,
     MAX_PACKAGE_VARIABLE,
     MAX_READ_JOBS,
+    MAX_SHARD_RETENTION_DAYS,
     PREFIXES_VARIABLE,
     PROBE_KEY_PREFIX,
+    REPODATA_PATCH_VARIABLE,
+    SHARD_RETENTION_VARIABLE,
     STORE_CONDITIONS_KEY,
     channel_prefix_problem,
     ephemeral_storage_mb,
@@ -46,7 +51,24 @@ PRIVATE = {
 }
 # A public channel at the bucket root: no channel_prefixes.
 PUBLIC_ROOT = {"access": "public"}
-CONTEXTS = {"private": PRIVATE, "public": PUBLIC, "public-root": PUBLIC_ROOT}
+# The operating settings away from their defaults, and the reconciliation schedule turned off.
+TUNED = {
+    "channel_prefixes": "org/dev",
+    "shard_retention_days": "30",
+    "repodata_patch": "channel-repodata-patches",
+    "reconcile_schedule": "rate(12 hours)",
+}
+UNSCHEDULED = {"reconcile_schedule": "off"}
+CONTEXTS = {
+    "private": PRIVATE,
+    "public": PUBLIC,
+    "public-root": PUBLIC_ROOT,
+    "tuned": TUNED,
+    "unscheduled": UNSCHEDULED,
+}
+# The channels each mode's stack serves ('' is the bucket root).
+CHANNELS = {"private": ("",), "public": ("dev", "prod"), "public-root": ("",), "tuned": ("org/dev",)}
+PATCH_INSTRUCTIONS = "patch_instructions.json"
 # The account the state Deny must leave alone; the function roles are created in this stack, so in it.
 OWN_ACCOUNT = {"Ref": "AWS::AccountId"}
 
@@ -93,6 +115,16 @@ def role_statements(mode: str, handler: str) -> list[dict[str, Any]]:
 
 def flat(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def iam_matches(pattern: str, key: str) -> bool:
+    """IAM's resource wildcards: '*' any characters ('/' included), '?' exactly one."""
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(body, key, re.DOTALL) is not None
+
+
+def in_channel(channel: str, *parts: str) -> str:
+    return "/".join(part for part in (channel, *parts) if part)
 
 
 # --- bucket --------------------------------------------------------------------------------------------
@@ -258,18 +290,29 @@ def test_existing_bucket_is_indexed_without_creating_a_bucket():
 # --- events --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["private", "public"])
-def test_created_and_removed_packages_of_every_channel_are_sent_to_the_queue(mode):
+def notification_rules(mode: str) -> list[tuple[str, str | None, str]]:
+    """(event, key prefix or None, key suffix) of each rule of the bucket's notification configuration."""
+    configuration = only(mode, "Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
+    rules = []
+    for entry in configuration["QueueConfigurations"]:
+        (event,) = entry["Events"]
+        filters = {rule["Name"]: rule["Value"] for rule in entry["Filter"]["Key"]["FilterRules"]}
+        rules.append((event, filters.get("prefix"), filters["suffix"]))
+    return rules
+
+
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_created_and_removed_packages_and_patch_instructions_of_every_channel_are_sent_to_the_queue(mode):
     configuration = only(mode, "Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
     queue = next(
         iter(k for k, q in resources(mode, "AWS::SQS::Queue").items() if "RedrivePolicy" in q["Properties"])
     )
-    prefixes = ["dev/", "prod/"] if mode == "public" else [None]
+    prefixes = [f"{channel}/" if channel else None for channel in CHANNELS[mode]]
     expected = sorted(
         (event, prefix, suffix)
         for event in ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
         for prefix in prefixes
-        for suffix in (".conda", ".tar.bz2")
+        for suffix in (".conda", ".tar.bz2", f"/{PATCH_INSTRUCTIONS}")
     )
     seen = []
     for entry in configuration["QueueConfigurations"]:
@@ -280,11 +323,69 @@ def test_created_and_removed_packages_of_every_channel_are_sent_to_the_queue(mod
     assert "LambdaFunctionConfigurations" not in configuration
 
 
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_notification_rules_have_a_shape_s3_accepts_and_none_overlap_for_one_event_type(mode):
+    # S3 takes at most one prefix and one suffix rule per configuration, values of at most 1024 characters,
+    # and refuses two configurations of one event type whose prefixes and suffixes both overlap (one starts,
+    # resp. ends, with the other; a missing filter overlaps everything).
+    configuration = only(mode, "Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
+    for entry in configuration["QueueConfigurations"]:
+        names = [rule["Name"] for rule in entry["Filter"]["Key"]["FilterRules"]]
+        assert sorted(names) in (["suffix"], ["prefix", "suffix"]), entry
+        assert all(0 < len(rule["Value"]) <= 1024 for rule in entry["Filter"]["Key"]["FilterRules"]), entry
+    rules = notification_rules(mode)
+    for index, (event, prefix, suffix) in enumerate(rules):
+        for other_event, other_prefix, other_suffix in rules[index + 1 :]:
+            if other_event != event:
+                continue
+            a, b = prefix or "", other_prefix or ""
+            prefixes_overlap = a.startswith(b) or b.startswith(a)
+            suffixes_overlap = suffix.endswith(other_suffix) or other_suffix.endswith(suffix)
+            assert not (prefixes_overlap and suffixes_overlap), (
+                event,
+                prefix,
+                suffix,
+                other_prefix,
+                other_suffix,
+            )
+
+
+def notified(mode: str, key: str) -> list[str]:
+    """The events of the rules a key matches, as S3 matches them (prefix and suffix of the key)."""
+    return sorted(
+        event
+        for event, prefix, suffix in notification_rules(mode)
+        if key.startswith(prefix or "") and key.endswith(suffix)
+    )
+
+
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_patch_instructions_notify_once_per_event_type_and_the_indexers_own_writes_never(mode):
+    for channel in CHANNELS[mode]:
+        for key in (
+            in_channel(channel, "linux-64", PATCH_INSTRUCTIONS),
+            in_channel(channel, "noarch", "x-1-0.conda"),
+        ):
+            assert notified(mode, key) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"], key
+        for name in (
+            "repodata.json",
+            "repodata.json.zst",
+            "repodata_from_packages.json",
+            "repodata_from_packages.json.zst",
+            "repodata_shards.msgpack.zst",
+            "shards/0a1b.msgpack.zst",
+            ".reindexer/state.json.zst",
+            ".reindexer/lease.json",
+        ):
+            assert notified(mode, in_channel(channel, "linux-64", name)) == [], name
+    assert notified(mode, STORE_CONDITIONS_KEY) == []
+
+
 @pytest.mark.parametrize("mode", ["private", "public"])
 def test_queue_is_encrypted_outlasts_six_function_timeouts_and_dead_letters_after_five_tries(mode):
     queues = resources(mode, "AWS::SQS::Queue")
     (main_name,) = [k for k, q in queues.items() if "RedrivePolicy" in q["Properties"]]
-    (dead_name,) = [k for k in queues if k != main_name]
+    dead_name = queues[main_name]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     main = queues[main_name]["Properties"]
     timeout = 120 if mode == "private" else 60
     assert main["VisibilityTimeout"] == 6 * timeout
@@ -341,6 +442,17 @@ def test_each_function_environment_holds_every_variable_its_handler_reads(mode, 
         assert PREFIXES_VARIABLE not in environment
     assert environment[ACCESS_VARIABLE] == CONTEXTS[mode]["access"]
     assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "Reindexer"
+    assert environment[SHARD_RETENTION_VARIABLE] == str(DEFAULT_SHARD_RETENTION_DAYS)
+    assert REPODATA_PATCH_VARIABLE not in environment  # no patch package unless one is set
+
+
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_shard_retention_and_the_patch_package_reach_both_functions(handler):
+    environment = function("tuned", handler)["Properties"]["Environment"]["Variables"]
+
+    assert environment[SHARD_RETENTION_VARIABLE] == "30"
+    assert environment[REPODATA_PATCH_VARIABLE] == "channel-repodata-patches"
+    assert environment[PREFIXES_VARIABLE] == "org/dev"
 
 
 @pytest.mark.parametrize(
@@ -360,26 +472,68 @@ def test_functions_read_as_many_packages_at_once_as_their_tmp_can_hold(
     assert properties["EphemeralStorage"]["Size"] >= read_jobs * max_package_mb
 
 
+def role_patterns(mode: str, handler: str, action: str) -> list[str]:
+    """The object key patterns `action` is granted on to the role of the function running `handler`."""
+    granted = [s for s in role_statements(mode, handler) if s["Action"] == action]
+    return sorted(pattern for statement in granted for pattern in object_patterns(mode, statement))
+
+
+# The indexer's own files in a subdir, and the unpatched repodata it keeps beside patched repodata.
+OWN_FILES = ("/repodata.json", "/repodata.json.zst", "/repodata_shards.msgpack.zst", "/shards/*")
+UNPATCHED = ("/repodata_from_packages.json", "/repodata_from_packages.json.zst")
+
+
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
 def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease_and_probe(handler):
     granted = role_statements("public", handler)
-    puts = [r for s in granted if s["Action"] == "s3:PutObject" for r in s["Resource"]]
-    deletes = [r for s in granted if s["Action"] == "s3:DeleteObject" for r in s["Resource"]]
-    own = (
-        "/repodata.json",
-        "/repodata.json.zst",
-        "/repodata_shards.msgpack.zst",
-        "/shards/*",
-        "/.reindexer/*",
-        f"/{PROBE_KEY_PREFIX}*",
-        f"/{STORE_CONDITIONS_KEY}",
-    )
-    assert puts and all(flat(r).rstrip('"]}').endswith(own) for r in puts)
-    assert not any(".conda" in flat(r) or ".tar.bz2" in flat(r) for r in puts)
-    assert deletes and all(
-        flat(r).rstrip('"]}').endswith(("/.reindexer/lease.json", f"/{PROBE_KEY_PREFIX}*")) for r in deletes
-    )
+    puts = role_patterns("public", handler, "s3:PutObject")
+    deletes = role_patterns("public", handler, "s3:DeleteObject")
+    own = (*OWN_FILES, *UNPATCHED, "/.reindexer/*", f"{PROBE_KEY_PREFIX}*", STORE_CONDITIONS_KEY)
+    # The full reindex may also carry out an operator's yank / unyank / patch request from the console.
+    edits = (f"/{PATCH_INSTRUCTIONS}",) if handler == REINDEX_HANDLER else ()
+    assert puts and all(pattern.endswith((*own, *edits)) for pattern in puts), puts
+    assert not any(".conda" in p or ".tar.bz2" in p for p in puts)
+    # The unpatched repodata goes with a subdir's patch instructions; superseded shards: see below.
+    removable = ("/.reindexer/lease.json", f"{PROBE_KEY_PREFIX}*", *UNPATCHED, "/shards/*")
+    assert deletes and all(pattern.endswith(removable) for pattern in deletes), deletes
     assert not any(s["Action"] in ("s3:*", "*") for s in granted)
+
+
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_only_the_full_reindex_role_deletes_superseded_shards(mode):
+    shards = sorted(in_channel(channel, "*", "shards", "*") for channel in CHANNELS[mode])
+    reindex = role_patterns(mode, REINDEX_HANDLER, "s3:DeleteObject")
+    events = role_patterns(mode, EVENT_HANDLER, "s3:DeleteObject")
+
+    assert [p for p in reindex if "/shards/" in p] == shards
+    assert not any("shards" in pattern for pattern in events), events
+    # Apart from the shards, both roles delete the same keys; apart from patch instructions, both write the
+    # same keys.
+    assert sorted(set(reindex) - set(shards)) == events
+    reindex_puts = role_patterns(mode, REINDEX_HANDLER, "s3:PutObject")
+    assert [p for p in reindex_puts if not p.endswith(PATCH_INSTRUCTIONS)] == role_patterns(
+        mode, EVENT_HANDLER, "s3:PutObject"
+    )
+    for handler in (EVENT_HANDLER, REINDEX_HANDLER):
+        deletes = role_patterns(mode, handler, "s3:DeleteObject")
+        for channel in CHANNELS[mode]:
+            for kept in ("x-1-0.conda", "x-1-0.tar.bz2", "repodata.json", PATCH_INSTRUCTIONS):
+                key = in_channel(channel, "linux-64", kept)
+                assert not any(iam_matches(p, key) for p in deletes), (handler, key)
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_the_event_function_never_writes_the_patch_instructions_that_notify_it(mode):
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        patterns = role_patterns(mode, EVENT_HANDLER, action)
+        for channel in CHANNELS[mode]:
+            key = in_channel(channel, "linux-64", PATCH_INSTRUCTIONS)
+            assert not any(iam_matches(p, key) for p in patterns), (action, key)
+    # Nor does the full reindex delete them: a subdir's instructions go only when an operator removes them.
+    deletes = role_patterns(mode, REINDEX_HANDLER, "s3:DeleteObject")
+    assert not any(
+        iam_matches(p, in_channel(CHANNELS[mode][0], "noarch", PATCH_INSTRUCTIONS)) for p in deletes
+    )
 
 
 def test_log_groups_keep_logs_for_a_month():
@@ -425,6 +579,50 @@ def test_publishers_cannot_upload_packages_the_indexer_could_not_read(mode):
     }
 
 
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_publishers_cannot_write_patch_instructions_or_anything_the_indexer_writes(mode):
+    (statement,) = statements(managed_policy(mode, "Upload"))
+    packages = object_patterns(mode, statement)
+    reindex_writes = role_patterns(mode, REINDEX_HANDLER, "s3:PutObject")
+
+    for channel in CHANNELS[mode]:
+        for name in (PATCH_INSTRUCTIONS, "repodata.json", "repodata_from_packages.json", "shards/ab.msgpack"):
+            key = in_channel(channel, "linux-64", name)
+            assert not any(iam_matches(p, key) for p in packages), key
+        assert any(iam_matches(p, in_channel(channel, "linux-64", "x-1-0.conda")) for p in packages)
+    # Package patterns and the indexer's are disjoint: no pattern of one matches a key of the other's shape.
+    for pattern in reindex_writes:
+        key = pattern.replace("*", "linux-64", 1).replace("*", "x")
+        assert not any(iam_matches(p, key) for p in packages), key
+
+
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+def test_operator_policy_edits_the_patch_instructions_of_every_channel_and_nothing_else_in_the_bucket(mode):
+    granted = statements(managed_policy(mode, "Start a full reindex"))
+    patches = sorted(in_channel(channel, "*", PATCH_INSTRUCTIONS) for channel in CHANNELS[mode])
+    on_objects = {
+        s["Sid"]: (s["Action"], object_patterns(mode, s))
+        for s in granted
+        if str(s["Action"]).startswith("s3:") and s["Action"] != "s3:ListBucket"
+    }
+
+    assert on_objects == {
+        "ReadPatchInstructions": ("s3:GetObject", patches),
+        "WritePatchInstructions": ("s3:PutObject", patches),
+        "DeletePatchInstructions": ("s3:DeleteObject", patches),
+    }
+    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in granted if s["Sid"] in on_objects)
+    # Listing only finds the patch instructions themselves (a missing file answers 404, not 403).
+    (listing,) = [s for s in granted if s["Action"] == "s3:ListBucket"]
+    bucket = next(iter(resources(mode, "AWS::S3::Bucket")))
+    assert listing["Resource"] == {"Fn::GetAtt": [bucket, "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": patches}}
+    for channel in CHANNELS[mode]:
+        for other in ("x-1-0.conda", "repodata.json", ".reindexer/state.json.zst"):
+            key = in_channel(channel, "linux-64", other)
+            assert not any(iam_matches(p, key) for p in patches), key
+
+
 def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters():
     granted = statements(managed_policy("private", "Start a full reindex"))
     reindex = next(
@@ -442,10 +640,19 @@ def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters
 def test_alarms_on_dead_letters_and_function_errors_notify_the_topic_and_the_email():
     alarms = resources("public", "AWS::CloudWatch::Alarm")
     topic = next(iter(resources("public", "AWS::SNS::Topic")))
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     metrics = sorted(a["Properties"]["MetricName"] for a in alarms.values())
-    assert metrics == ["ApproximateNumberOfMessagesVisible", "Errors", "Errors", "SubdirUpdateFailures"]
+    visible = "ApproximateNumberOfMessagesVisible"
+    assert metrics == [visible, visible, "Errors", "Errors", "SubdirUpdateFailures"]
+    # One dead-letter alarm per dead-letter queue: package events and scheduled reconciliations.
+    queues = sorted(
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms.values()
+        if a["Properties"]["MetricName"] == visible
+    )
+    dead_letters = [k for k, q in resources("public", "AWS::SQS::Queue").items() if "Redrive" not in flat(q)]
+    assert queues == sorted(dead_letters) and len(queues) == 2
     assert only("public", "AWS::SNS::Subscription")["Properties"]["Endpoint"] == "ops@example.com"
     assert resources("private", "AWS::SNS::Subscription") == {}
 
@@ -464,9 +671,110 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         "DeadLetterQueueUrl",
         "DeadLetterQueueArn",
         "AlarmTopicArn",
+        "ReconcileSchedules",
     ):
         assert any(name.startswith(f"Channel{expected}") for name in names), expected
     assert any(name.startswith("ChannelPublicChannelUrls") for name in names) == (mode == "public")
+
+
+# --- reconciliation ------------------------------------------------------------------------------------
+
+
+def reindex_arn(mode: str) -> dict[str, Any]:
+    (name,) = [
+        k
+        for k, f in resources(mode, "AWS::Lambda::Function").items()
+        if f["Properties"]["Handler"] == REINDEX_HANDLER
+    ]
+    return {"Fn::GetAtt": [name, "Arn"]}
+
+
+@pytest.mark.parametrize(
+    ("mode", "expression"),
+    [
+        ("private", DEFAULT_RECONCILE_SCHEDULE),
+        ("public", DEFAULT_RECONCILE_SCHEDULE),
+        ("public-root", DEFAULT_RECONCILE_SCHEDULE),
+        ("tuned", "rate(12 hours)"),
+    ],
+)
+def test_a_schedule_per_channel_starts_its_full_reindex(mode, expression):
+    schedules = [s["Properties"] for s in resources(mode, "AWS::Scheduler::Schedule").values()]
+    (role,) = resources(mode, "AWS::IAM::Role").keys() & {
+        s["Target"]["RoleArn"]["Fn::GetAtt"][0] for s in schedules
+    }
+    dead_letters = [
+        k for k, q in resources(mode, "AWS::SQS::Queue").items() if k.startswith("ChannelReconcile")
+    ]
+
+    assert sorted(json.loads(s["Target"]["Input"])["channel"] for s in schedules) == list(CHANNELS[mode])
+    for schedule in schedules:
+        assert json.loads(schedule["Target"]["Input"]).keys() == {"channel"}
+        assert schedule["ScheduleExpression"] == expression
+        assert schedule["ScheduleExpressionTimezone"] == "Etc/UTC"
+        assert schedule["State"] == "ENABLED"
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+        assert schedule["Target"]["Arn"] == reindex_arn(mode)
+        assert schedule["Target"]["RoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
+        assert schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 2
+        assert schedule["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [*dead_letters, "Arn"]}}
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_the_schedulers_role_may_invoke_only_the_full_reindex_and_fill_its_dead_letter_queue(mode):
+    (schedule, *_) = resources(mode, "AWS::Scheduler::Schedule").values()
+    role_name = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    role = template(mode)["Resources"][role_name]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    policies = [
+        p
+        for p in resources(mode, "AWS::IAM::Policy").values()
+        if {"Ref": role_name} in p["Properties"]["Roles"]
+    ]
+    granted = [s for p in policies for s in statements(p)]
+    arn = reindex_arn(mode)
+
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == OWN_ACCOUNT
+    assert "schedule-group/default" in flat(trust["Condition"]["StringEquals"]["aws:SourceArn"])
+    assert "ManagedPolicyArns" not in role
+    assert sorted((s["Effect"], s["Action"]) for s in granted) == [
+        ("Allow", "lambda:InvokeFunction"),
+        ("Allow", "sqs:SendMessage"),
+    ]
+    (invoke,) = [s for s in granted if s["Action"] == "lambda:InvokeFunction"]
+    # The function and its versions and aliases (`<arn>:*`), as Function.grant_invoke writes it.
+    assert invoke["Resource"] == [arn, {"Fn::Join": ["", [arn, ":*"]]}]
+    (send,) = [s for s in granted if s["Action"] == "sqs:SendMessage"]
+    assert send["Resource"] == schedule["Properties"]["Target"]["DeadLetterConfig"]["Arn"]
+
+
+def test_the_schedules_dead_letter_queue_is_encrypted_tls_only_and_kept_two_weeks():
+    (queue,) = [
+        q for k, q in resources("public", "AWS::SQS::Queue").items() if k.startswith("ChannelReconcile")
+    ]
+
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_reconcile_schedule_off_deploys_no_schedule_role_queue_alarm_or_output():
+    assert resources("unscheduled", "AWS::Scheduler::Schedule") == {}
+    assert "scheduler.amazonaws.com" not in flat(resources("unscheduled", "AWS::IAM::Role"))
+    assert not any(k.startswith("ChannelReconcile") for k in template("unscheduled")["Resources"])
+    assert len(resources("unscheduled", "AWS::SQS::Queue")) == 2
+    assert len(resources("unscheduled", "AWS::CloudWatch::Alarm")) == 4
+    assert not any(name.startswith("ChannelReconcile") for name in template("unscheduled")["Outputs"])
+
+
+def test_the_schedules_output_names_every_schedule():
+    (output,) = [
+        v for k, v in template("public")["Outputs"].items() if k.startswith("ChannelReconcileSchedules")
+    ]
+
+    assert output["Value"] == {
+        "Fn::Join": [" ", [{"Ref": name} for name in resources("public", "AWS::Scheduler::Schedule")]]
+    }
 
 
 # --- settings ------------------------------------------------------------------------------------------
@@ -491,6 +799,22 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         ({"max_package_mb": "0"}, "max_package_mb"),
         ({"max_package_mb": str(MAX_PACKAGE_MB_LIMIT + 1)}, "max_package_mb"),
         ({"channel_prefixes": "dev/.hidden"}, "channel_prefixes"),
+        ({"shard_retention_days": "0"}, "shard_retention_days"),
+        ({"shard_retention_days": str(MAX_SHARD_RETENTION_DAYS + 1)}, "shard_retention_days"),
+        ({"shard_retention_days": "a week"}, "shard_retention_days"),
+        ({"repodata_patch": "My-Patches"}, "repodata_patch"),
+        ({"repodata_patch": "two words"}, "repodata_patch"),
+        ({"repodata_patch": ".hidden"}, "repodata_patch"),
+        ({"repodata_patch": "x" * 129}, "repodata_patch"),
+        ({"repodata_patch": "patches\nrm -rf"}, "repodata_patch"),
+        ({"reconcile_schedule": "nightly"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "0 3 * * *"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "cron(0 3 * * ?)"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "cron(0 3 * * * *)"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "rate(1 days)"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "rate(0 hours)"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "at(2030-01-01T03:00:00)"}, "reconcile_schedule"),
+        ({"reconcile_schedule": "cron(0 3 * * ? *)\nrate(1 day)"}, "reconcile_schedule"),
     ],
 )
 def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):
@@ -520,6 +844,33 @@ def test_channel_prefixes_the_indexer_accepts_are_accepted(prefixes):
     settings = ChannelSettings.from_context({"channel_prefixes": prefixes})
 
     assert settings.channel_prefixes == tuple(sorted(prefixes.split(",")))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", DEFAULT_RECONCILE_SCHEDULE),
+        (None, DEFAULT_RECONCILE_SCHEDULE),
+        ("off", None),
+        ("OFF", None),
+        ("cron(30 2 ? * SUN *)", "cron(30 2 ? * SUN *)"),
+        ("rate(1 day)", "rate(1 day)"),
+        ("rate(6 hours)", "rate(6 hours)"),
+    ],
+)
+def test_reconcile_schedule_takes_cron_or_rate_expressions_and_off(value, expected):
+    assert ChannelSettings.from_context({"reconcile_schedule": value}).reconcile_schedule == expected
+
+
+@pytest.mark.parametrize("name", ["conda-forge-repodata-patches", "my_patches", "p", "a.b-c_9", "x" * 128])
+def test_conda_package_names_are_accepted_as_the_patch_package(name):
+    assert ChannelSettings.from_context({"repodata_patch": name}).repodata_patch == name
+
+
+def test_shard_retention_defaults_to_the_indexers_and_takes_its_range():
+    assert ChannelSettings.from_context({}).shard_retention_days == DEFAULT_SHARD_RETENTION_DAYS
+    for days in (1, MAX_SHARD_RETENTION_DAYS):
+        assert ChannelSettings.from_context({"shard_retention_days": str(days)}).shard_retention_days == days
 
 
 def test_read_jobs_and_package_size_that_need_more_tmp_than_lambda_has_fail_synth_naming_both():
@@ -555,12 +906,14 @@ def test_cdk_json_lists_every_setting_with_its_default():
     assert ChannelSettings.from_context(context) == defaults
     assert context["read_jobs"] == DEFAULT_READ_JOBS
     assert context["max_package_mb"] == DEFAULT_MAX_PACKAGE_MB
+    assert context["shard_retention_days"] == DEFAULT_SHARD_RETENTION_DAYS
+    assert context["reconcile_schedule"] == DEFAULT_RECONCILE_SCHEDULE
 
 
 # --- the app -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("context", [PRIVATE, PUBLIC, PUBLIC_ROOT])
+@pytest.mark.parametrize("context", [PRIVATE, PUBLIC, PUBLIC_ROOT, TUNED, UNSCHEDULED])
 def test_app_synthesizes_with_every_cdk_nag_finding_fixed_or_acknowledged(context, tmp_path):
     from app import build_app
 

@@ -3,7 +3,8 @@
 The object key patterns of both functions' roles are read from the synthesized template (never from
 reindexer.contract, which infra derives them from): a key the indexer reads, writes or deletes that the stack
 does not grant, after a rename on one side only, fails here with the 403 it would get on AWS. Each pattern
-dropped in turn must be noticed too, so the guard is known to bite and every grant is known to be used.
+dropped in turn must be noticed too, so the guard is known to bite and every grant is known to be used (but
+the few listed in AWAITING, granted ahead of the code that will use them).
 
 The bucket is reindexer.storage.memory.MemoryStore with a request hook: it probes the store's conditional
 requests as S3Store does, so the probe keys and the cached answer are checked along with the index.
@@ -27,12 +28,14 @@ from devtools.sample_channel import build_packages, plan_channel
 from reindexer.contract import (
     FULL_REINDEX_HANDLER,
     LEASE_FILE,
+    PATCH_INSTRUCTIONS,
     PROBE_KEY_PREFIX,
     PUBLISHED_FILES,
     REPODATA_JSON,
     SHARDS_FOLDER,
     STATE_FILE,
     STORE_CONDITIONS_KEY,
+    UNPATCHED_FILES,
     join_key,
 )
 from reindexer.contract import PACKAGE_EVENTS_HANDLER as EVENTS_HANDLER
@@ -63,6 +66,35 @@ PACKAGE_TYPE = "application/octet-stream"
 # One channel at the bucket root ('*' grants cover the bucket-level keys too) and two channel prefixes
 # (they do not): this file found that the probe's HEAD of .reindexer/probe-* was not granted with prefixes.
 MODES_AS_SYNTHESIZED = ["private", "public"]
+
+# Grants of issue 11 ("operating a channel") that the contract gives ahead of the indexer code using them,
+# which other engineers are building in lambdas/ in the same issue, and which the scenario below does not
+# exercise yet: (handler, action, key name a pattern ends with) -> what will use it. Only these are exempt
+# from "every granted pattern is used" and "needed on its own", and only while unused: as soon as the
+# scenario uses one, test_grants_awaiting_their_use_are_still_unused fails until its entry is removed here.
+AWAITING: dict[tuple[str, str, str], str] = {
+    # Full runs delete shards nothing has referenced for SHARD_RETENTION_DAYS: the shard clean-up.
+    (FULL_REINDEX_HANDLER, "s3:DeleteObject", f"/{SHARDS_FOLDER}/*"): "the shard clean-up of full runs",
+    # With patch instructions, the unpatched repodata is written beside the patched view and deleted with
+    # the instructions; the scenario has none yet.
+    **{
+        (handler, action, f"/{name}"): "a subdir with patch instructions"
+        for handler in HANDLERS
+        for action in ("s3:PutObject", "s3:DeleteObject")
+        for name in UNPATCHED_FILES
+    },
+    # An operator's yank / unyank / patch request to the full-reindex function edits the instructions.
+    (FULL_REINDEX_HANDLER, "s3:PutObject", f"/{PATCH_INSTRUCTIONS}"): "an operator's request to the full "
+    "reindex",
+}
+
+
+def awaiting(handler: str, action: str, pattern: str) -> str | None:
+    """What will use this granted pattern, when AWAITING lists it (see there)."""
+    for (awaited_handler, awaited_action, name), user in AWAITING.items():
+        if (awaited_handler, awaited_action) == (handler, action) and ("/" + pattern).endswith(name):
+            return user
+    return None
 
 
 # --- the roles' grants, read from the template ------------------------------------------------------------
@@ -353,19 +385,38 @@ def test_indexer_full_and_event_paths_need_nothing_the_synthesized_roles_do_not_
             assert join_key(folder, LEASE_FILE) in deletes, role
 
 
+def unused_patterns(mode: str, run: Run, handler: str) -> list[tuple[str, str]]:
+    """(action, pattern) of the role's grants that no request of the scenario needed."""
+    requests = [(action, key) for role, action, key in run.guard.allowed if role == handler]
+    return [
+        (action, pattern)
+        for action, patterns in stack_grants(mode)[handler].objects.items()
+        for pattern in patterns
+        if not any(a == action and iam_matches(pattern, key) for a, key in requests)
+    ]
+
+
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
 def test_every_granted_pattern_is_used_by_the_indexer(mode, granted_run):
     # So that dropping any one of them below is a real test, and a grant nothing uses is noticed.
     run = granted_run(mode)
+    for handler in HANDLERS:
+        unused = [(a, p) for a, p in unused_patterns(mode, run, handler) if not awaiting(handler, a, p)]
+        assert unused == [], handler
+
+
+@pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
+def test_grants_awaiting_their_use_are_still_unused(mode, granted_run):
+    run = granted_run(mode)
     for handler, grants in stack_grants(mode).items():
-        requests = [(action, key) for role, action, key in run.guard.allowed if role == handler]
-        unused = [
-            (action, pattern)
+        unused = unused_patterns(mode, run, handler)
+        used_now = [
+            (action, pattern, awaiting(handler, action, pattern))
             for action, patterns in grants.objects.items()
             for pattern in patterns
-            if not any(a == action and iam_matches(pattern, key) for a, key in requests)
+            if awaiting(handler, action, pattern) and (action, pattern) not in unused
         ]
-        assert unused == [], handler
+        assert used_now == [], f"{handler}: now used, remove their AWAITING entries: {used_now}"
 
 
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
@@ -381,6 +432,8 @@ def test_dropping_any_granted_pattern_gets_the_indexer_refused_on_its_keys(mode,
                 # Keys only this pattern allowed; none means another pattern covers it (e.g. '*' reads at
                 # the bucket root cover the probe's cached answer), so nothing can be refused.
                 needed = {key for a, key in requests if a == action and not narrowed.allows(a, key)}
+                if not needed and awaiting(handler, action, pattern):
+                    continue  # nothing uses it yet (AWAITING), so nothing can be refused
                 if not needed:
                     covered.append((handler, action, pattern))
                     continue
