@@ -1,7 +1,7 @@
 """Deployment settings from CDK context (cdk.json or `-c key=value`), validated at synth with one error.
 
-Rules shared with the indexer (channel prefixes, read jobs, package size, /tmp, shard retention) come from
-reindexer.contract.
+Rules shared with the indexer (channel prefixes, read jobs, package size, /tmp, shard retention, the patch
+package's name) come from reindexer.contract.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from reindexer.contract import (
     bucket_name_problem,
     channel_prefix_problem,
     ephemeral_storage_mb,
+    package_name_problem,
 )
 
 REMOVAL_POLICIES = ("retain", "destroy")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# A conda package name as the indexer looks for it (the patch package): lowercase, at most 128 characters.
-_PACKAGE_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.\-]{0,127}$")
 # EventBridge Scheduler's recurring expressions (UTC): cron with its six fields, or a rate.
 DEFAULT_RECONCILE_SCHEDULE = "cron(0 3 * * ? *)"
 RECONCILE_OFF = "off"
@@ -214,11 +213,8 @@ def _email(context: Mapping[str, Any]) -> str | None:
 
 def _package_name(context: Mapping[str, Any], key: str) -> str | None:
     name = _optional_text(context, key)
-    if name is not None and not _PACKAGE_NAME.match(name):
-        raise SettingsError(
-            f"{key}={name[:64]!r} is not a conda package name (lowercase letters, digits and _.-, "
-            "at most 128 characters)"
-        )
+    if name is not None and (problem := package_name_problem(name)):
+        raise SettingsError(f"{key}={name[:64]!r} {problem}")
     return name
 
 

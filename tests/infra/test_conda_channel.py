@@ -36,6 +36,7 @@ from reindexer.contract import (
     STORE_CONDITIONS_KEY,
     channel_prefix_problem,
     ephemeral_storage_mb,
+    package_name_problem,
 )
 from reindexer.contract import FULL_REINDEX_HANDLER as REINDEX_HANDLER
 from reindexer.contract import PACKAGE_EVENTS_HANDLER as EVENT_HANDLER
@@ -864,7 +865,19 @@ def test_reconcile_schedule_takes_cron_or_rate_expressions_and_off(value, expect
 
 @pytest.mark.parametrize("name", ["conda-forge-repodata-patches", "my_patches", "p", "a.b-c_9", "x" * 128])
 def test_conda_package_names_are_accepted_as_the_patch_package(name):
+    assert package_name_problem(name) is None
     assert ChannelSettings.from_context({"repodata_patch": name}).repodata_patch == name
+
+
+@pytest.mark.parametrize("name", ["Patches", "-patches", "patches!", "x" * 129])
+def test_the_patch_package_follows_the_handlers_own_name_rule(name):
+    problem = package_name_problem(name)
+    assert problem is not None
+
+    with pytest.raises(SettingsError) as raised:
+        ChannelSettings.from_context({"repodata_patch": name})
+
+    assert str(raised.value) == f"repodata_patch={name[:64]!r} {problem}"
 
 
 def test_shard_retention_defaults_to_the_indexers_and_takes_its_range():
