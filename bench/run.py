@@ -539,6 +539,11 @@ def evaluate_size(results: SizeResults) -> None:
             f"{ours_rss:.0f} MB vs {theirs_rss:.0f} MB",
         ),
         _comparison_check(results.comparison, results.packages),
+        Check(
+            "nightly reconciliation with nothing changed (reindexer's no-op) writes nothing",
+            noop.tool_requests is not None and _writes(noop.tool_requests) == 0,
+            _request_summary(noop.tool_requests),
+        ),
     ]
 
 
@@ -700,8 +705,24 @@ def print_size(results: SizeResults) -> None:
         f"cold CPU per package {_shown(ratios.get('cold_cpu_per_package'))}, "
         f"no-op wall {_shown(ratios.get('noop_wall'))}, peak RSS {_shown(ratios.get('peak_rss'))}"
     )
+    noop = next(run for run in results.runs if (run.tool, run.phase) == ("reindexer", "no-op"))
+    print(
+        f"nightly reconciliation (the no-op: a full run, shard clean-up included, nothing changed): "
+        f"{_request_summary(noop.tool_requests)} in {noop.seconds:.2f} s wall, {noop.cpu_seconds:.2f} s CPU"
+    )
     _print_comparison(results.comparison)
     print_checks(results.checks)
+
+
+def _request_summary(requests: dict[str, int] | None) -> str:
+    if requests is None:
+        return "requests unknown (no --json summary)"
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(requests.items()))
+    return f"{sum(requests.values())} requests ({kinds or 'none'})"
+
+
+def _writes(requests: dict[str, int]) -> int:
+    return sum(requests.get(kind, 0) for kind in ("PutObject", "DeleteObject", "CopyObject"))
 
 
 def print_request_counts(results: Results) -> None:
