@@ -474,8 +474,9 @@ class CondaChannel(Construct):
         return policy
 
     def _operator_policy(self) -> iam.ManagedPolicy:
-        """Operators may start a full reindex, move dead letters back to the queue and edit each subdir's
-        patch instructions (reindexer yank / unyank / patch), which the event function then applies."""
+        """Operators may start a full reindex, move dead letters back to the queue, read the channel and edit
+        each subdir's patch instructions (reindexer yank / unyank / patch), which the event function then
+        applies."""
         bucket = self.bucket
         patches = operator_grants(self.settings.channel_prefixes)
         edits = [
@@ -483,7 +484,7 @@ class CondaChannel(Construct):
                 sid=sid, actions=[action], resources=[bucket.arn_for_objects(p) for p in keys]
             )
             for sid, action, keys in (
-                ("ReadPatchInstructions", "s3:GetObject", patches.read),
+                ("ReadChannel", "s3:GetObject", patches.read),
                 ("WritePatchInstructions", "s3:PutObject", patches.write),
                 ("DeletePatchInstructions", "s3:DeleteObject", patches.delete),
             )
@@ -496,13 +497,17 @@ class CondaChannel(Construct):
             statements=[
                 *edits,
                 # S3 answers a GET of a missing key with 404 rather than 403 only to callers allowed to
-                # list; as for PublicListChannel, the listing is limited to the requested key by s3:prefix,
-                # here the patch instructions only, so a subdir without them reads as "none yet".
+                # list: a subdir without patch instructions then reads as "none yet". As for readers, the
+                # listing stops at the channel prefixes.
                 iam.PolicyStatement(
-                    sid="FindPatchInstructions",
+                    sid="ListChannel",
                     actions=["s3:ListBucket"],
                     resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": list(patches.read)}},
+                    conditions={
+                        "StringLike": {"s3:prefix": [f"{p}/*" for p in self.settings.channel_prefixes]}
+                    }
+                    if self.settings.channel_prefixes
+                    else None,
                 ),
                 iam.PolicyStatement(
                     sid="StartFullReindex",

@@ -202,9 +202,14 @@ def full_reindex_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
 
 
 def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
-    """Operators edit each subdir's patch instructions (reindexer yank / unyank / patch) and read them."""
-    patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channel_prefixes or ("",))
-    return ObjectGrants(read=patches, write=patches, delete=patches)
+    """Operators read the channel (its packages, index and state: what `reindexer yank` checks and `patch
+    --dry-run` compares) and edit each subdir's patch instructions; the indexer republishes on the
+    instructions' notification."""
+    channels = channel_prefixes or ("",)
+    patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channels)
+    return ObjectGrants(
+        read=tuple(join_key(channel, "*") for channel in channels), write=patches, delete=patches
+    )
 
 
 def private_state_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]:

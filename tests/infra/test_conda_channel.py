@@ -598,9 +598,10 @@ def test_publishers_cannot_write_patch_instructions_or_anything_the_indexer_writ
 
 
 @pytest.mark.parametrize("mode", ["private", "public", "tuned"])
-def test_operator_policy_edits_the_patch_instructions_of_every_channel_and_nothing_else_in_the_bucket(mode):
+def test_operator_policy_reads_the_channels_and_edits_only_their_patch_instructions(mode):
     granted = statements(managed_policy(mode, "Start a full reindex"))
     patches = sorted(in_channel(channel, "*", PATCH_INSTRUCTIONS) for channel in CHANNELS[mode])
+    channel_objects = sorted(in_channel(channel, "*") for channel in CHANNELS[mode])
     on_objects = {
         s["Sid"]: (s["Action"], object_patterns(mode, s))
         for s in granted
@@ -608,16 +609,17 @@ def test_operator_policy_edits_the_patch_instructions_of_every_channel_and_nothi
     }
 
     assert on_objects == {
-        "ReadPatchInstructions": ("s3:GetObject", patches),
+        "ReadChannel": ("s3:GetObject", channel_objects),
         "WritePatchInstructions": ("s3:PutObject", patches),
         "DeletePatchInstructions": ("s3:DeleteObject", patches),
     }
     assert all(s["Effect"] == "Allow" and "Condition" not in s for s in granted if s["Sid"] in on_objects)
-    # Listing only finds the patch instructions themselves (a missing file answers 404, not 403).
+    # Listing stops at the channel prefixes (a missing file answers 404, not 403).
     (listing,) = [s for s in granted if s["Action"] == "s3:ListBucket"]
     bucket = next(iter(resources(mode, "AWS::S3::Bucket")))
     assert listing["Resource"] == {"Fn::GetAtt": [bucket, "Arn"]}
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": patches}}
+    prefixes = [f"{channel}/*" for channel in CHANNELS[mode] if channel]
+    assert listing.get("Condition") == ({"StringLike": {"s3:prefix": prefixes}} if prefixes else None)
     for channel in CHANNELS[mode]:
         for other in ("x-1-0.conda", "repodata.json", ".reindexer/state.json.zst"):
             key = in_channel(channel, "linux-64", other)
