@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from .contract import CONDA_SUFFIX, PATCH_INSTRUCTIONS
 from .layout import KNOWN_SUBDIRS, parse_package_filename
 from .package_reader import BadPackageError, PackageSpool
+from .patches import MAX_INSTRUCTIONS_BYTES
 from .store import Store, StoredObject, TransientStoreError
 
 if TYPE_CHECKING:
     from rattler import Version
 
-# One subdir's instructions, at most (reindexer.patches.MAX_INSTRUCTIONS_BYTES is the same limit; that module
-# did not exist yet when this one was written).
-MAX_PATCH_MEMBER_BYTES = 64 * 1024 * 1024
+# One subdir's instructions, at most: as for a subdir's own patch_instructions.json.
+MAX_PATCH_MEMBER_BYTES = MAX_INSTRUCTIONS_BYTES
 # All subdirs' instructions held at once, at most: conda-forge's add up to some tens of MiB; this leaves room
 # for several times that and still fits beside the reindex function's other work in its 2 GiB.
 MAX_PATCH_TOTAL_BYTES = 512 * 1024 * 1024
