@@ -185,6 +185,8 @@ class _Survey:
             removed=plan.removed,
             unchanged=len(plan.keep),
             rejected=[Rejection(name, rejected.reason) for name, rejected in sorted(plan.rejected.items())],
+            # A bad patch file stays reported by the runs that have nothing to do.
+            patch_problems=self.previous.patch_problems(),
         )
 
 

@@ -80,7 +80,7 @@ def _edit_and_publish(
     *,
     replaces: bool,
 ) -> Edit:
-    before, after = edit_instructions(subdir, change, replaces=replaces)
+    before, after = edit_instructions(subdir, change, replaces=replaces, dry_run=options.dry_run)
     report = None
     if not options.dry_run:
         report = update_subdir(subdir.store, subdir.channel, subdir.name, [PATCH_INSTRUCTIONS], options)
@@ -88,10 +88,15 @@ def _edit_and_publish(
 
 
 def edit_instructions(
-    subdir: SubdirRef, change: Callable[[PatchInstructions], PatchInstructions], *, replaces: bool = False
+    subdir: SubdirRef,
+    change: Callable[[PatchInstructions], PatchInstructions],
+    *,
+    replaces: bool = False,
+    dry_run: bool = False,
 ) -> tuple[PatchInstructions, PatchInstructions]:
-    """Apply `change` to the stored instructions by compare-and-swap; (before, after). An unchanged result
-    writes nothing. A stored file that does not parse is refused unless the change `replaces` it whole."""
+    """Apply `change` to the stored instructions by compare-and-swap; (before, after). An unchanged result,
+    or a dry run, writes nothing. A stored file that does not parse is refused unless the change `replaces`
+    it whole."""
     key = subdir.key(PATCH_INSTRUCTIONS)
     for _ in range(EDIT_ATTEMPTS):
         etag: str | None
@@ -108,7 +113,7 @@ def edit_instructions(
                 ) from None
             current = PatchInstructions.EMPTY
         updated = change(current)
-        if updated == current:
+        if updated == current or dry_run:
             return current, updated
         try:
             subdir.store.write(

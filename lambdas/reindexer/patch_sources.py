@@ -61,6 +61,10 @@ def refresh_patch_file(subdir: SubdirRef, state: SubdirState, current: StoredObj
         return
     try:
         instructions = PatchInstructions.parse(data)
+        # A file that parses but would publish a record clients refuse is refused the same way, so the last
+        # good instructions stay in force (views_of would otherwise fall back to none of the file's). Checked
+        # on its own: a patch package that fails is not the file's problem (views_of reports it).
+        apply_instructions(state.records(), instructions, subdir.name)
     except PatchError as error:
         _refuse(state, etag, str(error))
         return

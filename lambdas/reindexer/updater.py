@@ -59,8 +59,6 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
         rejected=dict(previous.rejected),
         schema=RECORD_SCHEMA,
     )
-    if PATCH_INSTRUCTIONS in names:
-        refresh_patch_file(subdir, state, subdir.store.head(subdir.key(PATCH_INSTRUCTIONS)))
     # Records kept under older rules are checked again first; what the events report then overrides them.
     outcomes = recheck_records(previous.packages, subdir.name, previous.schema)
     to_read: list[StoredObject] = []
@@ -88,6 +86,9 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
 
     report = SubdirReport(subdir.name)
     fold_outcomes(state, previous, outcomes, report)
+    # After the records are folded: new instructions are checked against the records they will patch.
+    if PATCH_INSTRUCTIONS in names:
+        refresh_patch_file(subdir, state, subdir.store.head(subdir.key(PATCH_INSTRUCTIONS)))
     report.unchanged = len(state.packages) - len(report.added) - len(report.updated)
     if state.packages != previous.packages or patch_changed(state, previous):
         publish_outputs(subdir, state, previous, options)

@@ -21,7 +21,7 @@ from ..config import HandlerSettings
 from ..contract import SECONDS_PER_DAY, Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
-from ..operations import Edit, OperationError, install_patch, unyank, yank
+from ..operations import Edit, OperationError, install_patch, preview_patch, unyank, yank
 from ..options import IndexOptions
 from ..patches import PatchError, PatchInstructions
 from ..store import Store, StoreError
@@ -121,6 +121,8 @@ class Operation:
                 edits[subdir_name] = unyank(subdir, names, options)
             else:
                 assert self.instructions is not None
+                # Checked against the subdir's records first, as `reindexer patch` does (PatchError).
+                preview_patch(subdir, self.instructions)
                 edits[subdir_name] = install_patch(subdir, self.instructions, options)
         return edits
 
@@ -223,7 +225,7 @@ def _operate(
     target = f"s3://{request.bucket}/{request.channel}"
     try:
         edits = operation.run(wiring.store(request.bucket), request.channel, options)
-    except (OperationError, StoreError) as error:
+    except (OperationError, PatchError, StoreError) as error:
         logger.error(f"{operation.kind} in {target} failed: {error}")
         return {"ok": False, "operation": operation.kind, "error": str(error)}
     except Exception as error:  # a bug: answer in one line and keep the traceback for the log
