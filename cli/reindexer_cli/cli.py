@@ -287,6 +287,10 @@ def print_report(report: ChannelReport) -> None:
             print(f"    rejected {rejection.file}: {rejection.reason}")
         for failure in subdir.failed:
             print(f"    not read (retried next run) {failure.file}: {failure.reason}")
+        for problem in subdir.patch_problems:
+            print(f"    {problem}")
+        if subdir.shards_deleted:
+            print(f"    deleted {subdir.shards_deleted} superseded shard(s)")
         if report.dry_run:
             for label, names in (
                 ("add", subdir.added),
@@ -310,6 +314,8 @@ def _log_problems(report: ChannelReport) -> None:
             logger.warning("rejected %s/%s: %s", name, rejection.file, rejection.reason)
         for failure in subdir.failed:
             logger.warning("could not read %s/%s (retried next run): %s", name, failure.file, failure.reason)
+        for problem in subdir.patch_problems:
+            logger.warning("%s: %s", name, problem)
         if subdir.error:
             logger.error("could not index %s: %s", name, subdir.error)
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from reindexer.layout import KNOWN_SUBDIRS
-from reindexer.operations import Edit, OperationError, install_patch, preview_patch, unyank, yank
+from reindexer.operations import (
+    Edit,
+    OperationError,
+    check_package_files,
+    install_patch,
+    preview_patch,
+    unyank,
+    yank,
+)
 from reindexer.options import IndexOptions
 from reindexer.patches import MAX_INSTRUCTIONS_BYTES, PatchError, PatchInstructions
 from reindexer.records import RecordJson, decode_record
@@ -59,8 +67,14 @@ def run_yank(args: argparse.Namespace, *, back: bool = False) -> int:
         print(f"reindexer: error: --reason must be one line of at most {MAX_REASON_LENGTH}", file=sys.stderr)
         return 2
     try:
-        for (target_text, subdir_name), names in _by_subdir(args.files).items():
-            subdir = _subdir(target_text, subdir_name, args)
+        groups = [
+            (_subdir(target_text, subdir_name, args), names)
+            for (target_text, subdir_name), names in _by_subdir(args.files).items()
+        ]
+        # Every file is checked before any subdir is edited, so a typo cannot leave the edit half done.
+        for subdir, names in groups:
+            check_package_files(subdir, names, must_exist=not back)
+        for subdir, names in groups:
             options = IndexOptions()
             edit = unyank(subdir, names, options) if back else yank(subdir, names, reason, options)
             verb = "unyanked" if back else "yanked"
@@ -135,6 +149,12 @@ def _subdir(target_text: str, subdir: str, args: argparse.Namespace) -> SubdirRe
 def _say_edit(edit: Edit, what: str) -> None:
     if edit.after == edit.before:
         print(f"{what}: nothing to change")
+        return
+    if edit.publish_refused is not None:
+        print(
+            f"{what}; the channel's indexer republishes on the file's notification "
+            f"(these credentials may not publish: {edit.publish_refused})"
+        )
         return
     report = edit.report
     if report is None or report.error:

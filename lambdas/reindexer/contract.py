@@ -65,6 +65,7 @@ class Metric:
     SUBDIRS_POSTPONED = "SubdirsPostponed"
     PUBLICATION_LATENCY = "PublicationLatency"
     INVALID_REQUESTS = "InvalidRequests"
+    PATCH_EDITS = "PatchInstructionsEdited"
 
 
 # --- the package-event queue --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from .patches import PatchError, PatchInstructions, apply_instructions, changed_
 from .publication import load_state
 from .records import RecordJson
 from .reports import SubdirReport
-from .store import NotFoundError, PreconditionFailedError, StoreError
+from .store import FatalStoreError, NotFoundError, PreconditionFailedError, StoreError
 from .subdir_ref import SubdirRef
 from .updater import update_subdir
 
@@ -40,6 +40,9 @@ class Edit:
     before: PatchInstructions
     after: PatchInstructions
     report: SubdirReport | None
+    # Why this identity could not republish (the operator policy edits instructions only): the indexer
+    # republishes on the instructions' own notification instead.
+    publish_refused: str | None = None
 
 
 def yank(subdir: SubdirRef, filenames: Iterable[str], reason: str | None, options: IndexOptions) -> Edit:
@@ -81,9 +84,12 @@ def _edit_and_publish(
     replaces: bool,
 ) -> Edit:
     before, after = edit_instructions(subdir, change, replaces=replaces, dry_run=options.dry_run)
-    report = None
-    if not options.dry_run:
+    if options.dry_run:
+        return Edit(subdir.name, before, after, None)
+    try:
         report = update_subdir(subdir.store, subdir.channel, subdir.name, [PATCH_INSTRUCTIONS], options)
+    except FatalStoreError as error:
+        return Edit(subdir.name, before, after, None, publish_refused=str(error))
     return Edit(subdir.name, before, after, report)
 
 
@@ -130,6 +136,12 @@ def edit_instructions(
     raise StoreError(
         f"{subdir.describe(PATCH_INSTRUCTIONS)} kept changing; gave up after {EDIT_ATTEMPTS} tries"
     )
+
+
+def check_package_files(subdir: SubdirRef, filenames: Iterable[str], *, must_exist: bool) -> list[str]:
+    """The sorted, distinct file names, each a package file name (and, with must_exist, in the subdir);
+    OperationError otherwise. Callers editing several subdirs check them all before editing any."""
+    return _package_names(subdir, filenames, must_exist=must_exist)
 
 
 def _package_names(subdir: SubdirRef, filenames: Iterable[str], *, must_exist: bool) -> list[str]:

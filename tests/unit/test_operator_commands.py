@@ -11,22 +11,22 @@ from typing import Any
 import pytest
 
 from reindexer.config import HandlerSettings
-from reindexer.contract import PATCH_INSTRUCTIONS, REPODATA_JSON, join_key
-from reindexer.handlers import full_reindex
+from reindexer.contract import PATCH_INSTRUCTIONS, REPODATA_JSON, Metric, join_key
+from reindexer.handlers import full_reindex, runtime
 from reindexer.handlers.wiring import Wiring
 from reindexer.indexer import index_channel
+from reindexer.operations import yank
 from reindexer.options import IndexOptions
 from reindexer.patches import REVOKED_DEPENDENCY
 from reindexer.storage.memory import MemoryStore
+from reindexer.store import FatalStoreError
+from reindexer.subdir_ref import SubdirRef
 from reindexer_cli.cli import main
 from reindexer_cli.lambda_events import LocalLambdaContext
 from tests.support.archives import index_json, package_bytes
 from tests.support.checks import all_records, read_repodata
 from tests.support.clock import FakeClock
 from tests.support.stores import channel_files
-
-# The handler's operations add no metric of their own; Powertools warns about the empty flush.
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 SUBDIR = "linux-64"
 A1, A2, B1 = "a-1.0-h0_0.conda", "a-2.0-h0_0.conda", "b-1.0-h0_0.tar.bz2"
@@ -437,3 +437,32 @@ def test_handler_patch_that_breaks_a_record_is_refused_in_one_line_and_installs_
     assert f"{A1} after patching: depends must be a list" in result["error"]
     assert "\n" not in result["error"]
     assert handler.snapshot() == before
+
+
+def test_a_yank_by_an_identity_that_may_not_publish_lands_and_leaves_republishing_to_the_indexer():
+    """The stack's operator policy edits patch instructions only: the lease write is refused (403), the edit
+    stays, and the notified package-event function republishes."""
+    handler = Handler()
+    handler.store.fail("PutObject", "*/.reindexer/lease.json", FatalStoreError("access denied (403)"))
+    subdir = SubdirRef(handler.store, "", SUBDIR)
+
+    edit = yank(subdir, [A2], "broken", IndexOptions(clock=handler.clock))
+
+    assert edit.report is None
+    assert edit.publish_refused is not None and "access denied" in edit.publish_refused
+    stored = json.loads(handler.store.read(join_key(SUBDIR, PATCH_INSTRUCTIONS))[0])
+    assert stored["remove"] == [A2]
+    assert A2 in handler.records(), "not republished by this identity"
+
+
+def test_the_handler_counts_the_subdirs_whose_instructions_an_operation_changed(monkeypatch):
+    handler = Handler()
+    counted: list[tuple[str, float]] = []
+    monkeypatch.setattr(
+        runtime.metrics, "add_metric", lambda name, unit, value: counted.append((name, value))
+    )
+
+    handler({"channel": "", "yank": [f"{SUBDIR}/{A2}"]})
+
+    assert (Metric.PATCH_EDITS, 1) in counted
+    assert (Metric.SUBDIR_UPDATE_FAILURES, 0) in counted

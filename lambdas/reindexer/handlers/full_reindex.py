@@ -21,7 +21,15 @@ from ..config import HandlerSettings
 from ..contract import SECONDS_PER_DAY, Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
-from ..operations import Edit, OperationError, install_patch, preview_patch, unyank, yank
+from ..operations import (
+    Edit,
+    OperationError,
+    check_package_files,
+    install_patch,
+    preview_patch,
+    unyank,
+    yank,
+)
 from ..options import IndexOptions
 from ..patches import PatchError, PatchInstructions
 from ..store import Store, StoreError
@@ -104,6 +112,8 @@ class Operation:
         if len(kinds) > 1:
             raise BadRequestError(f"one operation per request, not {' and '.join(kinds)}")
         kind = kinds[0]
+        if ignored := [field for field in ("subdirs", "force") if field in event]:
+            raise BadRequestError(f'"{ignored[0]}" goes with a reindex, not with "{kind}"')
         reason = event.get("reason")
         if reason is not None and (kind != "yank" or not isinstance(reason, str) or len(reason) > 200):
             raise BadRequestError('"reason" goes with "yank" and is text of at most 200 characters')
@@ -112,6 +122,11 @@ class Operation:
         return cls(kind, _files(event[kind], kind), reason)
 
     def run(self, store: Store, channel: str, options: IndexOptions) -> dict[str, Edit]:
+        if self.kind != "patch":  # every file checked before any subdir is edited
+            for subdir_name, names in self.files.items():
+                check_package_files(
+                    SubdirRef(store, channel, subdir_name), names, must_exist=self.kind == "yank"
+                )
         edits = {}
         for subdir_name, names in sorted(self.files.items()):
             subdir = SubdirRef(store, channel, subdir_name)
@@ -227,9 +242,11 @@ def _operate(
         edits = operation.run(wiring.store(request.bucket), request.channel, options)
     except (OperationError, PatchError, StoreError) as error:
         logger.error(f"{operation.kind} in {target} failed: {error}")
+        metrics.add_metric(name=Metric.INVALID_REQUESTS, unit=MetricUnit.Count, value=1)
         return {"ok": False, "operation": operation.kind, "error": str(error)}
     except Exception as error:  # a bug: answer in one line and keep the traceback for the log
         logger.exception(f"{operation.kind} in {target} crashed")
+        metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=1)
         return {"ok": False, "operation": operation.kind, "error": _crash_reason(error)}
     subdirs = {
         name: {
@@ -240,6 +257,9 @@ def _operate(
     }
     logger.info(f"{operation.kind} in {target}", extra={"subdirs": subdirs})
     ok = all(edit.report is None or edit.report.error is None for edit in edits.values())
+    changed = sum(edit.after != edit.before for edit in edits.values())
+    metrics.add_metric(name=Metric.PATCH_EDITS, unit=MetricUnit.Count, value=changed)
+    metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=int(not ok))
     return {
         "ok": ok,
         "operation": operation.kind,
