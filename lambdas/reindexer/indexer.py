@@ -15,7 +15,7 @@ from .layout import KNOWN_SUBDIRS, package_extension
 from .lease import Lease
 from .options import IndexOptions
 from .package_fetch import read_packages, recheck_records
-from .patch_sources import patch_changed, refresh_patch_file
+from .patch_sources import PatchPackageSource, patch_changed, refresh_patch_file, refresh_patch_package
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
 from .publication import (
     clean_shards,
@@ -56,12 +56,15 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
         report.rejected = _packages_outside_subdirs(store, channel, root.objects, folders - KNOWN_SUBDIRS)
         if not folders & KNOWN_SUBDIRS:
             logger.warning("no subdir folders under %s: indexing it as an empty channel", report.target)
+    patch_package = PatchPackageSource.find(
+        store, channel, options.repodata_patch, max_size=options.max_package_bytes
+    )
     for subdir in sorted(subdirs):
         if options.deadline is not None and clock.monotonic() >= options.deadline:
             report.skipped.append(subdir)
             continue
         try:
-            report.subdirs[subdir] = index_subdir(SubdirRef(store, channel, subdir), options)
+            report.subdirs[subdir] = index_subdir(SubdirRef(store, channel, subdir), options, patch_package)
         except FatalStoreError:
             raise
         except Exception as error:
@@ -75,7 +78,9 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
     return report
 
 
-def index_subdir(subdir: SubdirRef, options: IndexOptions) -> SubdirReport:
+def index_subdir(
+    subdir: SubdirRef, options: IndexOptions, patch_package: PatchPackageSource | None = None
+) -> SubdirReport:
     """Index one subdir from a listing of its folder, retrying when a concurrent indexer commits first.
 
     A survey (listing, state, plan: reads only) comes first, so a run with nothing to do takes no lease
@@ -84,7 +89,7 @@ def index_subdir(subdir: SubdirRef, options: IndexOptions) -> SubdirReport:
     clock = options.clock
     started = clock.monotonic()
     try:
-        survey = _survey(subdir, options)
+        survey = _survey(subdir, options, patch_package)
     except FatalStoreError:
         raise
     except StoreError as error:
@@ -99,7 +104,7 @@ def index_subdir(subdir: SubdirRef, options: IndexOptions) -> SubdirReport:
         # The survey still holds if nobody committed since: one HEAD instead of a new listing.
         current = subdir.store.head(subdir.key(STATE_FILE))
         if (current.etag if current else None) != surveys[-1].state_etag:
-            surveys.append(_survey(subdir, options))
+            surveys.append(_survey(subdir, options, patch_package))
         return _index_surveyed(subdir, options, lease, surveys[-1])
 
     return run_transaction(subdir, options, locked)
@@ -119,6 +124,7 @@ def _index_surveyed(subdir: SubdirRef, options: IndexOptions, lease: Lease, surv
     outcomes += read_packages(subdir, plan.read, options)
     fold_outcomes(state, previous, outcomes, report)
     refresh_patch_file(subdir, state, survey.listed.get(PATCH_INSTRUCTIONS))
+    refresh_patch_package(subdir, state, survey.patch_package)
     if (
         state.packages != previous.packages
         or patch_changed(state, previous)
@@ -147,6 +153,8 @@ class _Survey:
     plan: SubdirPlan
     # The digests of the shard files listed under shards/ (full runs that clean shards only).
     shards: set[str] | None = None
+    # The patch package as this full run found it (None: not looked for, as on the event path).
+    patch_package: PatchPackageSource | None = None
 
     def outputs_current(self, options: IndexOptions) -> bool:
         """The outputs are the ones the state recorded, written with today's settings."""
@@ -169,6 +177,7 @@ class _Survey:
             or self.previous.schema != RECORD_SCHEMA
             or not self.outputs_current(options)
             or self.patch_file_changed()
+            or (self.patch_package is not None and self.patch_package.identity != self.previous.patch_package)
             or (
                 options.shard_retention is not None
                 and self.shards is not None
@@ -190,7 +199,9 @@ class _Survey:
         )
 
 
-def _survey(subdir: SubdirRef, options: IndexOptions) -> _Survey:
+def _survey(
+    subdir: SubdirRef, options: IndexOptions, patch_package: PatchPackageSource | None = None
+) -> _Survey:
     listing = subdir.store.list_folder(subdir.prefix)
     listed = {obj.name: obj for obj in listing.objects}
     stored_state, state_etag = load_state(subdir)
@@ -201,7 +212,7 @@ def _survey(subdir: SubdirRef, options: IndexOptions) -> _Survey:
     shards = None
     if options.shard_retention is not None and SHARDS_FOLDER in listing.folders:
         shards = listed_shards(subdir)
-    return _Survey(listed, stored_state, state_etag, previous, plan, shards)
+    return _Survey(listed, stored_state, state_etag, previous, plan, shards, patch_package)
 
 
 def _adopt_published(subdir: SubdirRef, listed: dict[str, StoredObject]) -> SubdirState:

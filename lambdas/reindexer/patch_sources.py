@@ -1,17 +1,20 @@
 """Which patch instructions are in force for a subdir: its patch_instructions.json, read only when its ETag
-changed, and the patched view they give; a bad file is reported and the last good instructions stay."""
+changed, and the patch package's, read only when full runs find a new build of it; the patched view they
+give. A bad source is reported and its last good instructions stay in force."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from .contract import PATCH_INSTRUCTIONS
+from .contract import PATCH_INSTRUCTIONS, join_key
+from .package_reader import BadPackageError, ReadResourceError
+from .patch_package import find_patch_package, read_patch_instructions
 from .patches import MAX_INSTRUCTIONS_BYTES, PatchedView, PatchError, PatchInstructions, apply_instructions
 from .records import RecordJson
 from .reports import one_line_reason
 from .state import SubdirState
-from .store import NotFoundError, StoredObject
+from .store import NotFoundError, Store, StoredObject, StoreError
 from .subdir_ref import SubdirRef
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,73 @@ def refresh_patch_file(subdir: SubdirRef, state: SubdirState, current: StoredObj
         _refuse(state, etag, str(error))
         return
     state.patch_file, state.patch_file_etag, state.patch_file_problem = canonical(instructions), etag, ""
+
+
+class PatchPackageSource:
+    """The patch package as a full run finds it in noarch (rattler-index's --repodata-patch NAME): the newest
+    build's identity, "file@etag" ("" when there is none), and its instructions, read at most once per run
+    and only when some subdir's state names another build."""
+
+    def __init__(self, store: Store, obj: StoredObject | None, *, name: str, max_size: int) -> None:
+        self.store = store
+        self.object = obj
+        self.name = name
+        self.max_size = max_size
+        self.identity = f"{obj.name}@{obj.etag}" if obj else ""
+        self._members: dict[str, bytes] | None = None
+        self._problem = "" if obj or not name else f"the patch package {name!r} is not in noarch"
+
+    @classmethod
+    def find(cls, store: Store, channel: str, name: str | None, *, max_size: int) -> PatchPackageSource:
+        """The configured package's newest build (one listing of noarch); no name: no patch package."""
+        if not name:
+            return cls(store, None, name="", max_size=max_size)
+        listing = store.list_folder(join_key(channel, "noarch"))
+        return cls(store, find_patch_package(listing.objects, name), name=name, max_size=max_size)
+
+    def instructions_for(self, subdir: str) -> tuple[PatchInstructions, str]:
+        """The subdir's instructions from the package, or why they cannot be had (then EMPTY)."""
+        if self._problem:
+            return PatchInstructions.EMPTY, self._problem
+        if self.object is None:
+            return PatchInstructions.EMPTY, ""
+        if self._members is None:
+            try:
+                self._members = read_patch_instructions(self.store, self.object, max_size=self.max_size)
+            except (BadPackageError, ReadResourceError, StoreError) as error:
+                self._problem = one_line_reason(f"the patch package {self.object.name} not applied: {error}")
+                return PatchInstructions.EMPTY, self._problem
+        raw = self._members.get(subdir)
+        if raw is None:
+            return PatchInstructions.EMPTY, ""
+        try:
+            return PatchInstructions.parse(raw), ""
+        except PatchError as error:
+            return PatchInstructions.EMPTY, one_line_reason(
+                f"the patch package {self.object.name} not applied: {subdir}/{PATCH_INSTRUCTIONS} {error}"
+            )
+
+
+def refresh_patch_package(subdir: SubdirRef, state: SubdirState, source: PatchPackageSource | None) -> None:
+    """Bring the state's patch package instructions in line with the build a full run found (None: the event
+    path, which keeps what the state has). A build that cannot be read, parsed or applied is reported and
+    the last good instructions stay in force."""
+    if source is None or source.identity == state.patch_package:
+        return
+    instructions, problem = source.instructions_for(subdir.name)
+    if not problem:
+        try:
+            apply_instructions(
+                state.records(), instructions.then(instructions_of(state.patch_file)), subdir.name
+            )
+        except PatchError as error:
+            problem = one_line_reason(f"the patch package {source.identity} not applied: {error}")
+    state.patch_package = source.identity
+    state.patch_package_problem = problem
+    if problem:
+        logger.warning("%s: %s", subdir.describe(), problem)
+    else:
+        state.patch_package_instructions = canonical(instructions)
 
 
 def _refuse(state: SubdirState, etag: str, reason: str) -> None:

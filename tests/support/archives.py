@@ -9,9 +9,12 @@ import json
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import zstandard
+from rattler_build import ArchiveType, assemble_package
 
 TAR_BLOCK = 512
 TAR_END = b"\0" * (2 * TAR_BLOCK)
@@ -184,3 +187,41 @@ def _zeros(total: int) -> Iterator[bytes]:
     while total > 0:
         yield chunk[: min(total, ZEROS_CHUNK)]
         total -= ZEROS_CHUNK
+
+
+# A repodata patch package (rattler-index --repodata-patch, conda-forge practice) for the tests that need one.
+PATCH_PACKAGE_NAME = "demo-repodata-patches"
+
+
+def build_patch_package(
+    folder: Path,
+    files: dict[str, bytes],
+    *,
+    extension: str = ".conda",
+    version: str = "1.0",
+    build: str = "h0_0",
+) -> tuple[str, bytes]:
+    """A noarch package built by rattler-build holding `files` in its payload: (file name, bytes)."""
+    files_dir = folder / f"files-{version}-{build}{extension}"
+    for relative, data in files.items():
+        (files_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (files_dir / relative).write_bytes(data)
+    files_dir.mkdir(parents=True, exist_ok=True)
+    output = assemble_package(
+        name=PATCH_PACKAGE_NAME,
+        version=version,
+        target_platform="noarch",
+        build_string=build,
+        output_dir=str(folder / "out"),
+        files_dir=str(files_dir),
+        build_number=int(build.rsplit("_", 1)[-1]),
+        noarch="generic",
+        license="MIT",
+        archive_type=ArchiveType.Conda if extension == ".conda" else ArchiveType.TarBz2,
+        timestamp=datetime(2024, 1, 1, tzinfo=UTC),
+        compression_threads=1,
+        detect_prefix=False,
+    )
+    path = Path(output.path)
+    assert path.name == f"{PATCH_PACKAGE_NAME}-{version}-{build}{extension}"
+    return path.name, path.read_bytes()

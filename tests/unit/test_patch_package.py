@@ -15,11 +15,9 @@ import time
 import tracemalloc
 import zipfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rattler_build import ArchiveType, assemble_package
 
 import reindexer
 from reindexer import patch_package
@@ -33,7 +31,11 @@ from reindexer.patch_package import (
 from reindexer.storage.memory import MemoryStore
 from reindexer.store import NotFoundError, StoredObject, TransientStoreError
 from tests.support.archives import (
+    PATCH_PACKAGE_NAME as NAME,
+)
+from tests.support.archives import (
     ZEROS_CHUNK,
+    build_patch_package,
     bz2_bomb,
     index_json,
     info_members,
@@ -44,7 +46,6 @@ from tests.support.archives import (
     zstd_bomb_info,
 )
 
-NAME = "demo-repodata-patches"
 MAX_SIZE = 1024 * 1024 * 1024
 FORMATS = pytest.mark.parametrize("extension", [".conda", ".tar.bz2"])
 LINUX = "linux-64/patch_instructions.json"
@@ -64,40 +65,6 @@ def instructions(subdir: str, count: int = 3) -> bytes:
     }
     document = {"patch_instructions_version": 1, "packages": {}, "packages.conda": packages, "remove": []}
     return json.dumps(document, indent=1).encode()
-
-
-def build_patch_package(
-    folder: Path,
-    files: dict[str, bytes],
-    *,
-    extension: str = ".conda",
-    version: str = "1.0",
-    build: str = "h0_0",
-) -> tuple[str, bytes]:
-    """A noarch package built by rattler-build holding `files` in its payload: (file name, bytes)."""
-    files_dir = folder / f"files-{version}-{build}{extension}"
-    for relative, data in files.items():
-        (files_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        (files_dir / relative).write_bytes(data)
-    files_dir.mkdir(parents=True, exist_ok=True)
-    output = assemble_package(
-        name=NAME,
-        version=version,
-        target_platform="noarch",
-        build_string=build,
-        output_dir=str(folder / "out"),
-        files_dir=str(files_dir),
-        build_number=int(build.rsplit("_", 1)[-1]),
-        noarch="generic",
-        license="MIT",
-        archive_type=ArchiveType.Conda if extension == ".conda" else ArchiveType.TarBz2,
-        timestamp=datetime(2024, 1, 1, tzinfo=UTC),
-        compression_threads=1,
-        detect_prefix=False,
-    )
-    path = Path(output.path)
-    assert path.name == f"{NAME}-{version}-{build}{extension}"
-    return path.name, path.read_bytes()
 
 
 def stored(store: MemoryStore, filename: str, data: bytes) -> StoredObject:
