@@ -332,9 +332,11 @@ def _parsed_names(document: Mapping[str, Any], key: str) -> frozenset[str]:
     if not isinstance(names, list):
         raise PatchError(f"{key} must be a list of package file names, not {_json_type(names)}")
     for name in names:
-        if _parsed_name(name) is None:
+        if not isinstance(name, str) or len(name) > MAX_FILENAME_LENGTH:
             raise PatchError(f"{key} holds {show(name)}, not a package file name")
-    return frozenset(names)
+    # Names conda's grammar cannot split can match no record: conda-forge's own files list some (an empty
+    # build string, as in `lammps-2018.03.16-.tar.bz2`), so they are passed over rather than refused.
+    return frozenset(name for name in names if _parsed_name(name) is not None)
 
 
 def _parsed_reasons(document: Mapping[str, Any]) -> dict[str, str]:

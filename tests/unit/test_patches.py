@@ -156,9 +156,8 @@ REFUSED = [
     pytest.param(raw({"remove": None}), "remove must be a list", id="remove-null"),
     pytest.param(raw({"remove": [5]}), "remove holds 5, not a package file name", id="remove-number"),
     pytest.param(raw({"remove": [None]}), "remove holds None", id="remove-null-item"),
-    pytest.param(raw({"remove": ["pkg-1.0-.tar.bz2"]}), "not a package file name", id="remove-empty-build"),
     pytest.param(raw({"revoke": {"a": 1}}), "revoke must be a list", id="revoke-object"),
-    pytest.param(raw({"revoke": ["repodata.json"]}), "revoke holds 'repodata.json'", id="revoke-not-package"),
+    pytest.param(raw({"revoke": [7]}), "revoke holds 7", id="revoke-not-text"),
     pytest.param(raw({"reindexer_reasons": []}), "reindexer_reasons must be an object", id="reasons-list"),
     pytest.param(
         raw({"reindexer_reasons": {"x": "y"}}), "reindexer_reasons names 'x'", id="reasons-bad-name"
@@ -748,3 +747,14 @@ def test_a_named_record_whose_text_does_not_decode_is_a_patch_error(text, says):
     """Protects the caller's fallback (publish without the instructions) from a crash on a corrupt record."""
     with pytest.raises(PatchError, match=re.escape(f"{GOOD_TAR}: {says}")):
         apply_instructions({GOOD_TAR: text}, instructions(revoke=(GOOD_TAR,)), SUBDIR)
+
+
+def test_names_no_record_can_have_are_passed_over_in_remove_and_revoke():
+    """conda-forge's own files list some (an empty build string): they can match no record, so a real file
+    holding one is applied rather than refused as a whole."""
+    instructions = PatchInstructions.parse(
+        raw({"remove": ["lammps-2018.03.16-.tar.bz2", "ok-1.0-h0_0.tar.bz2"], "revoke": ["repodata.json"]})
+    )
+
+    assert instructions.remove == frozenset({"ok-1.0-h0_0.tar.bz2"})
+    assert instructions.revoke == frozenset()
