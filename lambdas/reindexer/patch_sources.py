@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .contract import PATCH_INSTRUCTIONS, join_key
 from .package_reader import BadPackageError, ReadResourceError
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 APPLY_FAILURE = "cannot be applied"
 
 
+# The state's instructions are parsed again at every publication (for the new and the previous state, which
+# mostly hold the same text): a conda-forge-sized file takes seconds to parse, so the last few are kept.
+@lru_cache(maxsize=2)
 def instructions_of(text: str) -> PatchInstructions:
     """Instructions kept in a state (canonical JSON written by to_bytes; "" for none)."""
     return PatchInstructions.parse(text.encode()) if text else PatchInstructions.EMPTY
