@@ -130,6 +130,7 @@ async def _install(channel_url: str, spec: str, work: Path) -> dict[str, str]:
 
 
 def test_notification_rules_mirror_the_stack_one_rule_per_prefix_suffix_and_event() -> None:
+    """Packages and patch instructions, created and removed, under each channel prefix."""
     rules = notification_rules("arn:aws:sqs:us-east-1:1:q", ["dev", "prod"])
 
     seen = sorted(
@@ -144,7 +145,7 @@ def test_notification_rules_mirror_the_stack_one_rule_per_prefix_suffix_and_even
         (event, f"{prefix}/", suffix)
         for event in ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
         for prefix in ("dev", "prod")
-        for suffix in (".conda", ".tar.bz2")
+        for suffix in (".conda", ".tar.bz2", "/patch_instructions.json")
     )
 
 
