@@ -32,6 +32,15 @@ UNPATCHED_FILES = (REPODATA_FROM_PACKAGES, REPODATA_FROM_PACKAGES_ZST)
 # conda's per-subdir patch instructions: written by operators (reindexer yank/patch), read by the indexer.
 PATCH_INSTRUCTIONS = "patch_instructions.json"
 
+# Per subdir, the run_exports of every package (CEP "Serving run_exports metadata in conda channels").
+RUN_EXPORTS_JSON = "run_exports.json"
+RUN_EXPORTS_ZST = "run_exports.json.zst"
+
+# --- the keys the indexer writes at the channel level, `<channel>/` ---------------------------------------
+CHANNELDATA_JSON = "channeldata.json"
+INDEX_HTML = "index.html"
+CHANNEL_FILES = (CHANNELDATA_JSON, INDEX_HTML)
+
 # --- the keys the indexer writes at the bucket root ---------------------------------------------------------
 BUCKET_STATE_FOLDER = STATE_FOLDER
 STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
@@ -66,6 +75,23 @@ class Metric:
     PUBLICATION_LATENCY = "PublicationLatency"
     INVALID_REQUESTS = "InvalidRequests"
     PATCH_EDITS = "PatchInstructionsEdited"
+    # Full runs: subdirs finished and subdirs left for the next invocation (its progress).
+    SUBDIRS_REINDEXED = "SubdirsReindexed"
+    SUBDIRS_SKIPPED = "SubdirsSkipped"
+
+
+# --- events for automation (EventBridge, default bus) ----------------------------------------------------------
+EVENT_SOURCE = "reindexer"
+
+
+class DetailType:
+    """The detail types of the events the handlers put on the default bus (source EVENT_SOURCE)."""
+
+    PACKAGE_INDEXED = "Package Indexed"
+    PACKAGE_REJECTED = "Package Rejected"
+    PACKAGE_REMOVED = "Package Removed"
+    SUBDIR_PUBLISHED = "Subdir Published"
+    ALL = (PACKAGE_INDEXED, PACKAGE_REJECTED, PACKAGE_REMOVED, SUBDIR_PUBLISHED)
 
 
 # --- the package-event queue --------------------------------------------------------------------------------
