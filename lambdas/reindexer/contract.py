@@ -80,7 +80,7 @@ class Metric:
     SUBDIRS_SKIPPED = "SubdirsSkipped"
 
 
-# --- events for automation (EventBridge, default bus) ----------------------------------------------------------
+# --- events for automation (EventBridge, default bus) -----------------------------------------------------
 EVENT_SOURCE = "reindexer"
 
 
