@@ -78,6 +78,8 @@ class Metric:
     # Full runs: subdirs finished and subdirs left for the next invocation (its progress).
     SUBDIRS_REINDEXED = "SubdirsReindexed"
     SUBDIRS_SKIPPED = "SubdirsSkipped"
+    # Events for automation that could not be put on the bus (after one retry), or were dropped for time.
+    EVENT_PUT_FAILURES = "EventPutFailures"
 
 
 # --- events for automation (EventBridge, default bus) -----------------------------------------------------
@@ -92,6 +94,12 @@ class DetailType:
     PACKAGE_REMOVED = "Package Removed"
     SUBDIR_PUBLISHED = "Subdir Published"
     ALL = (PACKAGE_INDEXED, PACKAGE_REJECTED, PACKAGE_REMOVED, SUBDIR_PUBLISHED)
+
+
+# The bus the handlers put their events on; unset, they put none (tests, benchmarks, other tools' wiring).
+# The stack sets it to DEFAULT_EVENT_BUS and grants events:PutEvents on that bus only.
+EVENT_BUS_VARIABLE = "EVENT_BUS"
+DEFAULT_EVENT_BUS = "default"
 
 
 # --- the package-event queue --------------------------------------------------------------------------------
@@ -200,7 +208,14 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     of a channel, write only the keys the indexer writes, delete only its leases, and use the bucket-root
     probe of what the store honours (a scratch object it creates and removes, and the cached answer)."""
     channels = channel_prefixes or ("",)
-    in_subdirs = (*PUBLISHED_FILES, *UNPATCHED_FILES, f"{SHARDS_FOLDER}/*", f"{STATE_FOLDER}/*")
+    in_subdirs = (
+        *PUBLISHED_FILES,
+        *UNPATCHED_FILES,
+        RUN_EXPORTS_JSON,
+        RUN_EXPORTS_ZST,
+        f"{SHARDS_FOLDER}/*",
+        f"{STATE_FOLDER}/*",
+    )
     probes = f"{PROBE_KEY_PREFIX}*"
     return ObjectGrants(
         # The probe reads back its scratch object (HEAD is authorized as s3:GetObject).
@@ -230,12 +245,17 @@ def full_reindex_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
 
 def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     """Operators read the channel (its packages, index and state: what `reindexer yank` checks and `patch
-    --dry-run` compares) and edit each subdir's patch instructions; the indexer republishes on the
-    instructions' notification."""
+    --dry-run` compares), edit each subdir's patch instructions (the indexer republishes on their
+    notification) and use the bucket-level probe of conditional requests as the indexer does."""
     channels = channel_prefixes or ("",)
     patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channels)
+    # An edit is a conditional write: like the indexer, the operator's client learns what the bucket honours
+    # of conditional requests from the cached answer, or probes it.
+    probes = f"{PROBE_KEY_PREFIX}*"
     return ObjectGrants(
-        read=tuple(join_key(channel, "*") for channel in channels), write=patches, delete=patches
+        read=(*(join_key(channel, "*") for channel in channels), STORE_CONDITIONS_KEY, probes),
+        write=(*patches, STORE_CONDITIONS_KEY, probes),
+        delete=(*patches, probes),
     )
 
 

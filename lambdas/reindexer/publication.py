@@ -27,6 +27,8 @@ from .contract import (
     REPODATA_FROM_PACKAGES_ZST,
     REPODATA_JSON,
     REPODATA_ZST,
+    RUN_EXPORTS_JSON,
+    RUN_EXPORTS_ZST,
     SHARD_INDEX,
     SHARDS_FOLDER,
     STATE_FILE,
@@ -36,7 +38,7 @@ from .lease import Lease
 from .options import IndexOptions
 from .package_fetch import Deferred, Failed, Gone, Outcome
 from .patch_sources import APPLY_FAILURE, Views, views_of
-from .repodata import compress_repodata, render_repodata
+from .repodata import compress_repodata, render_repodata, render_run_exports
 from .reports import Rejection, SubdirReport
 from .shards import SHARD_SUFFIX, groups_to_render, render_shard, render_shard_index, shard_digest, shard_path
 from .state import IndexedPackage, RejectedFile, SubdirState
@@ -162,8 +164,11 @@ def publish_outputs(
     base_url = settings.subdir_base_url(subdir.name)
     repodata = render_repodata(subdir.name, records, base_url, removed=views.patched.removed)
     shard_index = render_shard_index(subdir.name, digests, utc_now(options.clock), base_url)
+    run_exports = render_run_exports(subdir.name, views.unpatched)
     outputs: dict[str, tuple[bytes, str]] = {
         SHARD_INDEX: (shard_index, ZSTD_TYPE),
+        RUN_EXPORTS_ZST: (compress_repodata(run_exports), ZSTD_TYPE),
+        RUN_EXPORTS_JSON: (run_exports, JSON_TYPE),
         REPODATA_ZST: (compress_repodata(repodata), ZSTD_TYPE),
         REPODATA_JSON: (repodata, JSON_TYPE),
     }

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import zstandard
 
 from .contract import CONDA_SUFFIX
-from .records import Record, RecordJson
+from .records import Record, RecordJson, decode_record
 
 # zstd levels, measured on conda's real test repodata and on conda-forge-shaped files of 5 KB to 50 MB (CPU of
 # one dev machine). Levels 16-19 parse optimally, which wins ~12 % on a 1 MB repodata.json (its random hex
@@ -47,6 +48,24 @@ def render_repodata(
         f'"packages.conda":{{{",".join(conda)}}},"removed":{removed_list},"repodata_version":{version}}}'
     )
     return text.encode()
+
+
+RUN_EXPORTS_VERSION = 1
+_RUN_EXPORTS_FIELD = '"run_exports":'
+
+
+def render_run_exports(subdir: str, records: Mapping[str, RecordJson]) -> bytes:
+    """run_exports.json (the accepted CEP "Serving run_exports metadata in conda channels", as conda-index
+    writes it): every package's run_exports as its archive declares them, `{}` when it declares none. Never
+    patched: give it the records as read. Only records that hold run_exports are parsed."""
+    sections: dict[str, dict[str, Any]] = {"packages": {}, "packages.conda": {}}
+    for filename in sorted(records):
+        text = records[filename]
+        exports = decode_record(text).get("run_exports", {}) if _RUN_EXPORTS_FIELD in text else {}
+        section = "packages.conda" if filename.endswith(CONDA_SUFFIX) else "packages"
+        sections[section][filename] = {"run_exports": exports}
+    document = {"info": {"subdir": subdir, "version": RUN_EXPORTS_VERSION}, **sections}
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
 
 
 def compress_repodata(repodata: bytes) -> bytes:

@@ -19,9 +19,12 @@ from infra.settings import CONTEXT_KEYS, DEFAULT_RECONCILE_SCHEDULE, ChannelSett
 from reindexer.contract import (
     ACCESS_VARIABLE,
     BUCKET_VARIABLE,
+    DEFAULT_EVENT_BUS,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
     DEFAULT_SHARD_RETENTION_DAYS,
+    EVENT_BUS_VARIABLE,
+    EVENT_SOURCE,
     JOBS_VARIABLE,
     LAMBDA_MAX_EPHEMERAL_MB,
     MAX_AGE_VARIABLE,
@@ -29,11 +32,15 @@ from reindexer.contract import (
     MAX_PACKAGE_VARIABLE,
     MAX_READ_JOBS,
     MAX_SHARD_RETENTION_DAYS,
+    METRICS_NAMESPACE,
     PREFIXES_VARIABLE,
     PROBE_KEY_PREFIX,
     REPODATA_PATCH_VARIABLE,
+    SERVICE_NAME,
     SHARD_RETENTION_VARIABLE,
     STORE_CONDITIONS_KEY,
+    DetailType,
+    Metric,
     channel_prefix_problem,
     ephemeral_storage_mb,
     package_name_problem,
@@ -60,12 +67,15 @@ TUNED = {
     "reconcile_schedule": "rate(12 hours)",
 }
 UNSCHEDULED = {"reconcile_schedule": "off"}
+# An alarm e-mail without the mail of rejected packages.
+UNMAILED = {"alarm_email": "ops@example.com", "mail_rejections": "off"}
 CONTEXTS = {
     "private": PRIVATE,
     "public": PUBLIC,
     "public-root": PUBLIC_ROOT,
     "tuned": TUNED,
     "unscheduled": UNSCHEDULED,
+    "unmailed": UNMAILED,
 }
 # The channels each mode's stack serves ('' is the bucket root).
 CHANNELS = {"private": ("",), "public": ("dev", "prod"), "public-root": ("",), "tuned": ("org/dev",)}
@@ -445,6 +455,7 @@ def test_each_function_environment_holds_every_variable_its_handler_reads(mode, 
     assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "Reindexer"
     assert environment[SHARD_RETENTION_VARIABLE] == str(DEFAULT_SHARD_RETENTION_DAYS)
     assert REPODATA_PATCH_VARIABLE not in environment  # no patch package unless one is set
+    assert environment[EVENT_BUS_VARIABLE] == DEFAULT_EVENT_BUS == "default"  # the bus the roles may use
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
@@ -482,6 +493,7 @@ def role_patterns(mode: str, handler: str, action: str) -> list[str]:
 # The indexer's own files in a subdir, and the unpatched repodata it keeps beside patched repodata.
 OWN_FILES = ("/repodata.json", "/repodata.json.zst", "/repodata_shards.msgpack.zst", "/shards/*")
 UNPATCHED = ("/repodata_from_packages.json", "/repodata_from_packages.json.zst")
+RUN_EXPORTS = ("/run_exports.json", "/run_exports.json.zst")
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
@@ -489,7 +501,14 @@ def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease_
     granted = role_statements("public", handler)
     puts = role_patterns("public", handler, "s3:PutObject")
     deletes = role_patterns("public", handler, "s3:DeleteObject")
-    own = (*OWN_FILES, *UNPATCHED, "/.reindexer/*", f"{PROBE_KEY_PREFIX}*", STORE_CONDITIONS_KEY)
+    own = (
+        *OWN_FILES,
+        *UNPATCHED,
+        *RUN_EXPORTS,
+        "/.reindexer/*",
+        f"{PROBE_KEY_PREFIX}*",
+        STORE_CONDITIONS_KEY,
+    )
     # The full reindex may also carry out an operator's yank / unyank / patch request from the console.
     edits = (f"/{PATCH_INSTRUCTIONS}",) if handler == REINDEX_HANDLER else ()
     assert puts and all(pattern.endswith((*own, *edits)) for pattern in puts), puts
@@ -608,10 +627,11 @@ def test_operator_policy_reads_the_channels_and_edits_only_their_patch_instructi
         if str(s["Action"]).startswith("s3:") and s["Action"] != "s3:ListBucket"
     }
 
+    probe = [STORE_CONDITIONS_KEY, f"{PROBE_KEY_PREFIX}*"]
     assert on_objects == {
-        "ReadChannel": ("s3:GetObject", channel_objects),
-        "WritePatchInstructions": ("s3:PutObject", patches),
-        "DeletePatchInstructions": ("s3:DeleteObject", patches),
+        "ReadChannel": ("s3:GetObject", sorted([*channel_objects, *probe])),
+        "WritePatchInstructions": ("s3:PutObject", sorted([*patches, *probe])),
+        "DeletePatchInstructions": ("s3:DeleteObject", sorted([*patches, f"{PROBE_KEY_PREFIX}*"])),
     }
     assert all(s["Effect"] == "Allow" and "Condition" not in s for s in granted if s["Sid"] in on_objects)
     # Listing stops at the channel prefixes (a missing file answers 404, not 403).
@@ -675,6 +695,7 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         "DeadLetterQueueArn",
         "AlarmTopicArn",
         "ReconcileSchedules",
+        "DashboardUrl",
     ):
         assert any(name.startswith(f"Channel{expected}") for name in names), expected
     assert any(name.startswith("ChannelPublicChannelUrls") for name in names) == (mode == "public")
@@ -780,6 +801,264 @@ def test_the_schedules_output_names_every_schedule():
     }
 
 
+# --- events for automation ----------------------------------------------------------------------------
+
+# arn:<partition>:events:<region>:<account>:event-bus/default, as CloudFormation resolves it.
+DEFAULT_BUS_ARN = {
+    "Fn::Join": [
+        "",
+        [
+            "arn:",
+            {"Ref": "AWS::Partition"},
+            ":events:",
+            {"Ref": "AWS::Region"},
+            ":",
+            {"Ref": "AWS::AccountId"},
+            ":event-bus/default",
+        ],
+    ]
+}
+
+
+def action_allowed(granted: Any, action: str) -> bool:
+    """Whether a statement's Action (a name or a list; IAM's wildcards, case-insensitive) covers `action`."""
+    names = granted if isinstance(granted, list) else [granted]
+    return any(iam_matches(name.lower(), action.lower()) for name in names)
+
+
+@pytest.mark.parametrize("mode", ["private", "public", "tuned"])
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_both_functions_may_put_only_the_indexers_events_and_only_on_the_default_bus(mode, handler):
+    granted = role_statements(mode, handler)
+    role = function(mode, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
+    on_events = [s for s in granted if action_allowed(s["Action"], "events:PutEvents")]
+    actions = [a for s in granted for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+
+    assert on_events == [
+        {
+            "Sid": "PutChannelEvents",
+            "Effect": "Allow",
+            "Action": "events:PutEvents",
+            "Resource": DEFAULT_BUS_ARN,
+            # events:source is multivalued (ForAllValues), events:detail-type single-valued (any of the four).
+            "Condition": {
+                "ForAllValues:StringEquals": {"events:source": [EVENT_SOURCE]},
+                "StringEquals": {"events:detail-type": list(DetailType.ALL)},
+            },
+        }
+    ]
+    # Nothing broader: no other EventBridge action, no wildcard action, no managed policy on the role.
+    assert [a for a in actions if a.lower().startswith("events:")] == ["events:PutEvents"]
+    assert not any(action_allowed(s["Action"], "events:PutRule") for s in granted)
+    assert "ManagedPolicyArns" not in template(mode)["Resources"][role]["Properties"]
+    assert set(DetailType.ALL) == {
+        "Package Indexed",
+        "Package Rejected",
+        "Package Removed",
+        "Subdir Published",
+    }
+
+
+def alarm_topic(mode: str) -> str:
+    (topic,) = resources(mode, "AWS::SNS::Topic")
+    return topic
+
+
+def topic_statements_for_eventbridge(mode: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements(only(mode, "AWS::SNS::TopicPolicy"))
+        if s.get("Principal") == {"Service": "events.amazonaws.com"}
+    ]
+
+
+def test_rejected_packages_of_this_bucket_are_mailed_to_the_alarm_topic_as_one_line():
+    (name, rule) = next(iter(resources("public", "AWS::Events::Rule").items()))
+    (bucket,) = resources("public", "AWS::S3::Bucket")
+    properties = rule["Properties"]
+    (target,) = properties["Targets"]
+    transformer = target["InputTransformer"]
+    message = json.loads(transformer["InputTemplate"])  # a JSON string: SNS sends it as the mail's text
+
+    assert properties["State"] == "ENABLED"
+    assert properties["EventPattern"] == {
+        "source": [EVENT_SOURCE],
+        "detail-type": [DetailType.PACKAGE_REJECTED],
+        "detail": {"bucket": [{"Ref": bucket}]},
+    }
+    assert target["Arn"] == {"Ref": alarm_topic("public")}
+    assert "RoleArn" not in target  # SNS authorizes EventBridge by the topic's policy
+    assert sorted(transformer["InputPathsMap"].values()) == [
+        "$.detail.bucket",
+        "$.detail.channel",
+        "$.detail.file",
+        "$.detail.reason",
+        "$.detail.subdir",
+    ]
+    assert isinstance(message, str) and "\n" not in message
+    for variable in transformer["InputPathsMap"]:
+        assert f"<{variable}>" in message
+    assert [r for r in resources("public", "AWS::Events::Rule")] == [name]
+
+
+def test_only_the_rejection_rule_may_publish_to_the_alarm_topic():
+    (rule,) = resources("public", "AWS::Events::Rule")
+
+    assert topic_statements_for_eventbridge("public") == [
+        {
+            "Sid": "EventBridgeRuleMailsRejections",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": {"Ref": alarm_topic("public")},
+            "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}},
+        }
+    ]
+
+
+@pytest.mark.parametrize("mode", ["private", "unmailed"])
+def test_no_rejection_mail_without_an_alarm_email_or_when_turned_off(mode):
+    assert resources(mode, "AWS::Events::Rule") == {}
+    assert topic_statements_for_eventbridge(mode) == []
+
+
+@pytest.mark.parametrize(
+    ("context", "mailed"),
+    [
+        ({}, False),
+        ({"alarm_email": "ops@example.com"}, True),
+        ({"alarm_email": "ops@example.com", "mail_rejections": "off"}, False),
+        ({"mail_rejections": "on"}, True),  # for subscribers added to the topic by other means
+        ({"mail_rejections": "auto"}, False),
+        ({"mail_rejections": ""}, False),
+    ],
+)
+def test_mail_rejections_follows_the_alarm_email_unless_set(context, mailed):
+    assert ChannelSettings.from_context(context).mails_rejections is mailed
+
+
+# --- the dashboard -------------------------------------------------------------------------------------
+
+
+@cache
+def dashboard(mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dashboard body, parsed: CloudFormation joins JSON text around tokens, each of which lies inside a
+    JSON string and is replaced by a marker here; the markers map back to the tokens."""
+    (properties,) = (d["Properties"] for d in resources(mode, "AWS::CloudWatch::Dashboard").values())
+    separator, pieces = properties["DashboardBody"]["Fn::Join"]
+    tokens: dict[str, Any] = {}
+    text = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            text.append(piece)
+        else:
+            marker = f"@token{len(tokens)}@"
+            tokens[marker] = piece
+            text.append(marker)
+    return json.loads(separator.join(text)), tokens
+
+
+def graphed(mode: str) -> list[dict[str, Any]]:
+    """Every metric of the dashboard's graphs: title, namespace, name, dimensions (tokens restored), stat."""
+    body, tokens = dashboard(mode)
+    found = []
+    for widget in body["widgets"]:
+        for line in widget["properties"]["metrics"]:
+            has_options = isinstance(line[-1], dict)
+            options = line[-1] if has_options else {}
+            namespace, name, *pairs = line[:-1] if has_options else line
+            dimensions = {k: tokens.get(v, v) for k, v in zip(pairs[::2], pairs[1::2], strict=True)}
+            found.append(
+                {
+                    "title": widget["properties"]["title"],
+                    "namespace": namespace,
+                    "name": name,
+                    "dimensions": dimensions,
+                    "stat": options.get("stat"),
+                }
+            )
+    return found
+
+
+def indexer_metrics(mode: str) -> set[tuple[str, str]]:
+    """(metric name, statistic) of the handlers' own metrics on the dashboard."""
+    graphs = [g for g in graphed(mode) if g["namespace"] == METRICS_NAMESPACE]
+    assert all(g["dimensions"] == {"service": SERVICE_NAME} for g in graphs), graphs
+    return {(g["name"], g["stat"]) for g in graphs}
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_the_dashboard_graphs_latency_packages_full_runs_conflicts_and_read_failures(mode):
+    assert indexer_metrics(mode) >= {
+        (Metric.PUBLICATION_LATENCY, "p50"),
+        (Metric.PUBLICATION_LATENCY, "p99"),
+        (Metric.PACKAGES_INDEXED, "Sum"),
+        (Metric.PACKAGES_REJECTED, "Sum"),
+        (Metric.PACKAGES_REMOVED, "Sum"),
+        (Metric.SUBDIRS_REINDEXED, "Sum"),
+        (Metric.SUBDIRS_SKIPPED, "Sum"),
+        (Metric.COMMIT_CONFLICTS, "Sum"),
+        (Metric.READ_FAILURES, "Sum"),
+        (Metric.EVENT_PUT_FAILURES, "Sum"),
+    }
+
+
+def test_the_dashboard_graphs_only_metrics_the_handlers_emit():
+    # A metric renamed in the contract but not on the dashboard would graph nothing, silently.
+    emitted = {value for key, value in vars(Metric).items() if key.isupper()}
+    assert {name for name, _ in indexer_metrics("public")} <= emitted
+    namespaces = {g["namespace"] for g in graphed("public")}
+    assert namespaces == {METRICS_NAMESPACE, "AWS/SQS", "AWS/Lambda"}
+
+
+@pytest.mark.parametrize(("mode", "count"), [("public", 2), ("unscheduled", 1)])
+def test_the_dashboard_graphs_the_depth_of_every_dead_letter_queue(mode, count):
+    depths = [g for g in graphed(mode) if g["namespace"] == "AWS/SQS"]
+    dead_letters = [k for k, q in resources(mode, "AWS::SQS::Queue").items() if "Redrive" not in flat(q)]
+
+    assert {g["name"] for g in depths} == {"ApproximateNumberOfMessagesVisible"}
+    assert sorted(g["dimensions"]["QueueName"]["Fn::GetAtt"][0] for g in depths) == sorted(dead_letters)
+    assert all(g["dimensions"]["QueueName"]["Fn::GetAtt"][1] == "QueueName" for g in depths)
+    assert len(depths) == count
+
+
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
+def test_the_dashboard_graphs_each_functions_errors_and_durations(handler):
+    (name,) = [
+        k for k, f in resources("public", "AWS::Lambda::Function").items() if f == function("public", handler)
+    ]
+    lines = {
+        (g["name"], g["stat"])
+        for g in graphed("public")
+        if g["namespace"] == "AWS/Lambda" and g["dimensions"] == {"FunctionName": {"Ref": name}}
+    }
+
+    assert lines == {("Errors", "Sum"), ("Duration", "p50"), ("Duration", "p99"), ("Duration", "Maximum")}
+
+
+@pytest.mark.parametrize("mode", ["private", "public"])
+def test_the_dashboard_is_named_after_the_stack_and_its_url_is_an_output(mode):
+    (name, resource) = next(iter(resources(mode, "AWS::CloudWatch::Dashboard").items()))
+    (output,) = [v for k, v in template(mode)["Outputs"].items() if k.startswith("ChannelDashboardUrl")]
+    region = {"Ref": "AWS::Region"}
+
+    assert resource["Properties"]["DashboardName"] == f"Test{mode}-Channel"
+    assert output["Value"] == {
+        "Fn::Join": [
+            "",
+            [
+                "https://",
+                region,
+                ".console.aws.amazon.com/cloudwatch/home?region=",
+                region,
+                "#dashboards/dashboard/",
+                {"Ref": name},
+            ],
+        ]
+    }
+    assert dashboard(mode)[0]["widgets"], "no widgets"
+
+
 # --- settings ------------------------------------------------------------------------------------------
 
 
@@ -818,6 +1097,8 @@ def test_the_schedules_output_names_every_schedule():
         ({"reconcile_schedule": "rate(0 hours)"}, "reconcile_schedule"),
         ({"reconcile_schedule": "at(2030-01-01T03:00:00)"}, "reconcile_schedule"),
         ({"reconcile_schedule": "cron(0 3 * * ? *)\nrate(1 day)"}, "reconcile_schedule"),
+        ({"mail_rejections": "yes"}, "mail_rejections"),
+        ({"mail_rejections": True}, "mail_rejections"),
     ],
 )
 def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 import msgpack
 import zstandard
 
-from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
+from reindexer.contract import (
+    REPODATA_JSON,
+    REPODATA_ZST,
+    RUN_EXPORTS_JSON,
+    RUN_EXPORTS_ZST,
+    SHARD_INDEX,
+    STATE_FILE,
+    join_key,
+)
 from reindexer.indexer import index_channel
 from reindexer.layout import KNOWN_SUBDIRS, package_extension, parse_package_filename
 from reindexer.lease import LEASE_FILE
@@ -174,9 +182,12 @@ def check_subdir(
         assert (package.etag, package.size) == (present[name].etag, present[name].size), f"{where}/{name}"
         assert json.loads(package.record) == records[name], f"{where}/{name}: state record"
     assert state.rejected == {}, f"{where}: rejected {state.rejected}"
-    assert state.outputs == {REPODATA_JSON: json_etag, REPODATA_ZST: zst_etag, SHARD_INDEX: index_etag}, (
-        f"{where}: the state does not record the current outputs"
-    )
+    published = {REPODATA_JSON: json_etag, REPODATA_ZST: zst_etag, SHARD_INDEX: index_etag}
+    for name in (RUN_EXPORTS_JSON, RUN_EXPORTS_ZST):
+        head = store.head(join_key(prefix, name))
+        assert head is not None, f"{where}: no {name}"
+        published[name] = head.etag
+    assert state.outputs == published, f"{where}: the state does not record the current outputs"
     assert state.shards == shards, f"{where}: state shards"
     lease = store.head(join_key(prefix, LEASE_FILE))
     if lease is not None and lease not in dead_leases:

@@ -674,10 +674,10 @@ def test_a_crash_in_one_subdir_costs_that_subdir_only(channel, monkeypatch):
 
     original = reindexer.indexer.index_subdir
 
-    def crash_in_win(subdir: SubdirRef, options: IndexOptions) -> Any:
+    def crash_in_win(subdir: SubdirRef, options: IndexOptions, *more: Any) -> Any:
         if subdir.name == "win-64":
             raise RecursionError("deep\nand multi-line")
-        return original(subdir, options)
+        return original(subdir, options, *more)
 
     monkeypatch.setattr(reindexer.indexer, "index_subdir", crash_in_win)
     report, _ = index_folder(channel)
