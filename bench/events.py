@@ -74,7 +74,9 @@ HANDLER_TIMEOUT = 60.0  # the fake context's remaining time
 CHILD_TIMEOUT = 600.0
 PUBLISH_JOBS = 16
 BUILD_CHUNK = 500
-MAX_REQUESTS = 10
+# Lease PUT and DELETE, state GET and PUT, the package GET, one shard, the shard index, repodata.json and
+# .zst, run_exports.json (issue 12), and the cached store conditions once per process.
+MAX_REQUESTS = 11
 MAX_HANDLER_RATIO = 0.25
 MAX_RSS_MB = 512.0
 LAMBDA_MEMORY_MB = 512  # what the fake context reports; the handler only logs it

@@ -32,9 +32,9 @@ UNPATCHED_FILES = (REPODATA_FROM_PACKAGES, REPODATA_FROM_PACKAGES_ZST)
 # conda's per-subdir patch instructions: written by operators (reindexer yank/patch), read by the indexer.
 PATCH_INSTRUCTIONS = "patch_instructions.json"
 
-# Per subdir, the run_exports of every package (CEP "Serving run_exports metadata in conda channels").
+# Per subdir, the run_exports of every package (CEP "Serving run_exports metadata in conda channels"; the
+# CEP and conda-index serve the JSON only).
 RUN_EXPORTS_JSON = "run_exports.json"
-RUN_EXPORTS_ZST = "run_exports.json.zst"
 
 # --- the keys the indexer writes at the channel level, `<channel>/` ---------------------------------------
 CHANNELDATA_JSON = "channeldata.json"
@@ -212,7 +212,6 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
         *PUBLISHED_FILES,
         *UNPATCHED_FILES,
         RUN_EXPORTS_JSON,
-        RUN_EXPORTS_ZST,
         f"{SHARDS_FOLDER}/*",
         f"{STATE_FOLDER}/*",
     )

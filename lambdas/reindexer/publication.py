@@ -28,7 +28,6 @@ from .contract import (
     REPODATA_JSON,
     REPODATA_ZST,
     RUN_EXPORTS_JSON,
-    RUN_EXPORTS_ZST,
     SHARD_INDEX,
     SHARDS_FOLDER,
     STATE_FILE,
@@ -167,7 +166,6 @@ def publish_outputs(
     run_exports = render_run_exports(subdir.name, views.unpatched)
     outputs: dict[str, tuple[bytes, str]] = {
         SHARD_INDEX: (shard_index, ZSTD_TYPE),
-        RUN_EXPORTS_ZST: (compress_repodata(run_exports), ZSTD_TYPE),
         RUN_EXPORTS_JSON: (run_exports, JSON_TYPE),
         REPODATA_ZST: (compress_repodata(repodata), ZSTD_TYPE),
         REPODATA_JSON: (repodata, JSON_TYPE),

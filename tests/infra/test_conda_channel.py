@@ -493,7 +493,7 @@ def role_patterns(mode: str, handler: str, action: str) -> list[str]:
 # The indexer's own files in a subdir, and the unpatched repodata it keeps beside patched repodata.
 OWN_FILES = ("/repodata.json", "/repodata.json.zst", "/repodata_shards.msgpack.zst", "/shards/*")
 UNPATCHED = ("/repodata_from_packages.json", "/repodata_from_packages.json.zst")
-RUN_EXPORTS = ("/run_exports.json", "/run_exports.json.zst")
+RUN_EXPORTS = ("/run_exports.json",)
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])

@@ -19,7 +19,6 @@ from reindexer.contract import (
     REPODATA_JSON,
     REPODATA_ZST,
     RUN_EXPORTS_JSON,
-    RUN_EXPORTS_ZST,
     SHARD_INDEX,
     STATE_FILE,
     join_key,
@@ -183,7 +182,7 @@ def check_subdir(
         assert json.loads(package.record) == records[name], f"{where}/{name}: state record"
     assert state.rejected == {}, f"{where}: rejected {state.rejected}"
     published = {REPODATA_JSON: json_etag, REPODATA_ZST: zst_etag, SHARD_INDEX: index_etag}
-    for name in (RUN_EXPORTS_JSON, RUN_EXPORTS_ZST):
+    for name in (RUN_EXPORTS_JSON,):
         head = store.head(join_key(prefix, name))
         assert head is not None, f"{where}: no {name}"
         published[name] = head.etag

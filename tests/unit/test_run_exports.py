@@ -1,14 +1,12 @@
 """run_exports.json per subdir, as the accepted CEP "Serving run_exports metadata in conda channels" and
 conda-index (build_run_exports_data, RUN_EXPORTS_VERSION 1) write it: every package present, `{}` when it
-declares none, never patched; written with its .zst by every publication, the event path included."""
+declares none, never patched; written by every publication, the event path included."""
 
 from __future__ import annotations
 
 import json
 
-import zstandard
-
-from reindexer.contract import PATCH_INSTRUCTIONS, RUN_EXPORTS_JSON, RUN_EXPORTS_ZST, join_key
+from reindexer.contract import PATCH_INSTRUCTIONS, RUN_EXPORTS_JSON, join_key
 from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
 from reindexer.repodata import render_run_exports
@@ -52,6 +50,4 @@ def test_every_publication_writes_it_and_patches_never_reach_it():
 
     assert report.written
     data = store.read(join_key("ch", "linux-64", RUN_EXPORTS_JSON))[0]
-    compressed = store.read(join_key("ch", "linux-64", RUN_EXPORTS_ZST))[0]
-    assert zstandard.ZstdDecompressor().decompressobj().decompress(compressed) == data
     assert json.loads(data)["packages.conda"] == {LIB: {"run_exports": EXPORTS}}, "yanked, still described"
