@@ -1,6 +1,6 @@
 """CondaChannel: a self-indexing conda channel bucket — bucket, notifications, queue, both indexer functions,
-the nightly reconciliation schedule, least-privilege policies for publishers and operators, alarms. Reusable
-inside any CDK app."""
+the nightly reconciliation schedule, least-privilege policies for publishers and operators, alarms, the mail
+of rejected packages and a dashboard. Reusable inside any CDK app."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import json
 import re
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
@@ -30,6 +32,9 @@ from reindexer.contract import (
     BATCH_SIZE,
     BATCHING_WINDOW_SECONDS,
     BUCKET_VARIABLE,
+    DEFAULT_EVENT_BUS,
+    EVENT_BUS_VARIABLE,
+    EVENT_SOURCE,
     FULL_REINDEX_HANDLER,
     JOBS_VARIABLE,
     MAX_AGE_VARIABLE,
@@ -45,6 +50,7 @@ from reindexer.contract import (
     SERVICE_NAME_VARIABLE,
     SHARD_RETENTION_VARIABLE,
     VISIBILITY_TIMEOUT_FACTOR,
+    DetailType,
     Metric,
     ObjectGrants,
     full_reindex_grants,
@@ -62,6 +68,7 @@ READABLE_STORAGE_CLASS = "STANDARD"
 # then sent to its dead-letter queue (Lambda takes the invocation asynchronously: accepted is delivered).
 RECONCILE_RETRY_ATTEMPTS = 2
 RECONCILE_MAX_EVENT_AGE = cdk.Duration.hours(1)
+DASHBOARD_PERIOD = cdk.Duration.minutes(5)
 
 
 class CondaChannel(Construct):
@@ -135,12 +142,16 @@ class CondaChannel(Construct):
             "(under <subdir>/shards/, once unreferenced for shard_retention_days); the probe of the "
             "store's conditional requests uses scratch objects with random names.",
         )
+        for function in (self.event_function, self.reindex_function):
+            self._grant_channel_events(function)
         self.reconcile_dead_letters, self.reconcile_schedules = self._reconcile_schedules()
 
         self.publisher_policy = self._publisher_policy()
         self.reader_policy = self._reader_policy()
         self.operator_policy = self._operator_policy()
         self.alarm_topic = self._alarms()
+        self.rejections_rule = self._mail_rejections()
+        self.dashboard = self._dashboard()
         self._outputs()
         self._acknowledge_design_choices()
 
@@ -255,6 +266,8 @@ class CondaChannel(Construct):
             ACCESS_VARIABLE: settings.access,
             SERVICE_NAME_VARIABLE: SERVICE_NAME,
             METRICS_NAMESPACE_VARIABLE: METRICS_NAMESPACE,
+            # Events for automation go to the account's default bus, the one bus the roles may put them on.
+            EVENT_BUS_VARIABLE: DEFAULT_EVENT_BUS,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         if settings.channel_prefixes:
@@ -318,6 +331,30 @@ class CondaChannel(Construct):
             role,
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.",
+        )
+
+    def _grant_channel_events(self, function: lambda_.Function) -> None:
+        """Put the indexer's events on the account's default bus (the functions' EVENT_BUS), and nothing
+        else: source EVENT_SOURCE, one of DetailType.ALL.
+
+        The Service Authorization Reference lists events:source (ArrayOfString) and events:detail-type
+        (String) among PutEvents' condition keys; as in AWS's example policy for PutEvents, the multivalued
+        source takes ForAllValues:StringEquals and the single-valued detail type StringEquals (any of the
+        four; ForAllValues on a single-valued key would also pass a request without it).
+        """
+        bus = cdk.Stack.of(self).format_arn(
+            service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="PutChannelEvents",
+                actions=["events:PutEvents"],
+                resources=[bus],
+                conditions={
+                    "ForAllValues:StringEquals": {"events:source": [EVENT_SOURCE]},
+                    "StringEquals": {"events:detail-type": list(DetailType.ALL)},
+                },
+            )
         )
 
     def _acknowledge_design_choices(self) -> None:
@@ -619,6 +656,115 @@ class CondaChannel(Construct):
             alarm.add_alarm_action(action)
         return topic
 
+    def _mail_rejections(self) -> events.Rule | None:
+        """An EventBridge rule sending each `Package Rejected` event of this bucket to the alarm topic as one
+        readable line (setting mail_rejections; by default when alarm_email is set)."""
+        if not self.settings.mails_rejections:
+            return None
+        rule = events.Rule(
+            self,
+            "MailRejections",
+            description="Mail each package the indexer rejects to the alarm topic",
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE],
+                detail_type=[DetailType.PACKAGE_REJECTED],
+                detail={"bucket": [self.bucket.bucket_name]},
+            ),
+        )
+        field = events.EventField.from_path
+        message = events.RuleTargetInput.from_text(
+            f"reindexer rejected {field('$.detail.file')} (bucket {field('$.detail.bucket')}, channel "
+            f"'{field('$.detail.channel')}', subdir {field('$.detail.subdir')}): {field('$.detail.reason')}"
+        )
+        rule.add_target(_TopicForOneRule(self.alarm_topic, message))
+        return rule
+
+    def _dashboard(self) -> cloudwatch.Dashboard:
+        """One page for operators: publication latency, packages, dead letters, errors, durations, full-run
+        progress, conflicts, read failures and events that could not be put."""
+        stack = cdk.Stack.of(self)
+        dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=re.sub(r"[^A-Za-z0-9_-]", "", f"{stack.stack_name}-{self.node.id}"),
+            default_interval=cdk.Duration.days(1),
+        )
+        functions = (("Package-event", self.event_function), ("Full-reindex", self.reindex_function))
+        queues = [("package events", self.dead_letters)]
+        if self.reconcile_dead_letters is not None:
+            queues.append(("reconciliation", self.reconcile_dead_letters))
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Upload to publication (ms)",
+                left=[
+                    _indexer_metric(Metric.PUBLICATION_LATENCY, "p50"),
+                    _indexer_metric(Metric.PUBLICATION_LATENCY, "p99"),
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Packages",
+                left=[
+                    _indexer_metric(Metric.PACKAGES_INDEXED, "Sum", "indexed"),
+                    _indexer_metric(Metric.PACKAGES_REJECTED, "Sum", "rejected"),
+                    _indexer_metric(Metric.PACKAGES_REMOVED, "Sum", "removed"),
+                ],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Dead-letter queues (messages)",
+                left=[
+                    queue.metric_approximate_number_of_messages_visible(
+                        statistic="Maximum", period=DASHBOARD_PERIOD, label=label
+                    )
+                    for label, queue in queues
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Function errors",
+                left=[
+                    function.metric_errors(statistic="Sum", period=DASHBOARD_PERIOD, label=name)
+                    for name, function in functions
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Read failures, commit conflicts, failed subdirs, events not put",
+                left=[
+                    _indexer_metric(Metric.READ_FAILURES, "Sum", "read failures"),
+                    _indexer_metric(Metric.COMMIT_CONFLICTS, "Sum", "commit conflicts"),
+                    _indexer_metric(Metric.SUBDIR_UPDATE_FAILURES, "Sum", "failed subdirs"),
+                    _indexer_metric(Metric.EVENT_PUT_FAILURES, "Sum", "events not put"),
+                ],
+                width=8,
+            ),
+        )
+        dashboard.add_widgets(
+            *(
+                cloudwatch.GraphWidget(
+                    title=f"{name} function duration (ms)",
+                    left=[
+                        function.metric_duration(statistic=stat, period=DASHBOARD_PERIOD, label=stat)
+                        for stat in ("p50", "p99", "Maximum")
+                    ],
+                    width=8,
+                )
+                for name, function in functions
+            ),
+            cloudwatch.GraphWidget(
+                title="Full runs: subdirs reindexed, left for the next invocation",
+                left=[
+                    _indexer_metric(Metric.SUBDIRS_REINDEXED, "Sum", "reindexed"),
+                    _indexer_metric(Metric.SUBDIRS_SKIPPED, "Sum", "left for later"),
+                ],
+                width=8,
+            ),
+        )
+        return dashboard
+
     def _outputs(self) -> None:
         bucket = self.bucket.bucket_name
         cdk.CfnOutput(self, "BucketName", value=bucket, description="The channel bucket")
@@ -671,6 +817,14 @@ class CondaChannel(Construct):
             description="Redrive with: aws sqs start-message-move-task --source-arn <this ARN>",
         )
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        region = cdk.Stack.of(self).region
+        cdk.CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#dashboards/dashboard/{self.dashboard.dashboard_name}",
+            description="CloudWatch dashboard: latency, packages, dead letters, errors, full runs",
+        )
         if self.reconcile_schedules:
             cdk.CfnOutput(
                 self,
@@ -679,6 +833,41 @@ class CondaChannel(Construct):
                 description=f"EventBridge schedules of the full reindex, {self.settings.reconcile_schedule} "
                 "UTC, one per channel",
             )
+
+
+@jsii.implements(events.IRuleTarget)
+class _TopicForOneRule:
+    """An SNS topic as the target of one rule, which alone may publish to it: the topic's policy lets
+    events.amazonaws.com publish with aws:SourceArn that rule's ARN (aws_events_targets.SnsTopic would let
+    every rule of every account's EventBridge publish)."""
+
+    def __init__(self, topic: sns.ITopic, message: events.RuleTargetInput) -> None:
+        self.topic = topic
+        self.message = message
+
+    def bind(self, rule: events.IRule, id: str | None = None) -> events.RuleTargetConfig:
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgeRuleMailsRejections",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": rule.rule_arn}},
+            )
+        )
+        return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
+
+
+def _indexer_metric(name: str, statistic: str, label: str | None = None) -> cloudwatch.Metric:
+    """A metric the handlers emit (namespace METRICS_NAMESPACE, dimension service), on the dashboard."""
+    return cloudwatch.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SERVICE_NAME},
+        statistic=statistic,
+        period=DASHBOARD_PERIOD,
+        label=label or statistic,
+    )
 
 
 def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:

@@ -32,6 +32,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # EventBridge Scheduler's recurring expressions (UTC): cron with its six fields, or a rate.
 DEFAULT_RECONCILE_SCHEDULE = "cron(0 3 * * ? *)"
 RECONCILE_OFF = "off"
+# Whether an EventBridge rule mails each rejected package to the alarm topic; "auto": when alarm_email is set.
+MAIL_REJECTIONS = ("auto", "on", "off")
 _CRON = re.compile(r"^cron\((\S+ ){5}\S+\)$")
 _RATE = re.compile(r"^rate\((?P<value>[1-9][0-9]*) (?P<unit>minutes?|hours?|days?)\)$")
 
@@ -54,6 +56,7 @@ CONTEXT_KEYS = (
     "shard_retention_days",
     "repodata_patch",
     "reconcile_schedule",
+    "mail_rejections",
 )
 
 
@@ -89,10 +92,20 @@ class ChannelSettings:
     repodata_patch: str | None = None
     # When the full reindex runs over every channel by itself; None: never (the setting's value "off").
     reconcile_schedule: str | None = DEFAULT_RECONCILE_SCHEDULE
+    # "auto", "on" or "off": see `mails_rejections`.
+    mail_rejections: str = "auto"
 
     @property
     def public(self) -> bool:
         return self.access == "public"
+
+    @property
+    def mails_rejections(self) -> bool:
+        """Whether the stack's rule sends each `Package Rejected` event to the alarm topic: "auto" does when
+        alarm_email subscribes someone to it, "on" also without (for the topic's other subscribers)."""
+        if self.mail_rejections == "auto":
+            return self.alarm_email is not None
+        return self.mail_rejections == "on"
 
     @property
     def ephemeral_storage_mb(self) -> int:
@@ -143,6 +156,7 @@ class ChannelSettings:
             ),
             repodata_patch=_package_name(context, "repodata_patch"),
             reconcile_schedule=_schedule(context, "reconcile_schedule"),
+            mail_rejections=_choice(context, "mail_rejections", MAIL_REJECTIONS, "auto"),
         )
 
 
