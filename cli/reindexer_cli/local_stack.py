@@ -2,8 +2,10 @@
 
 It provisions what the CDK stack does — the channel bucket, package notifications filtered like the stack's,
 the queue and its dead-letter queue — and a worker hands each queue batch to the very package-event handler
-Lambda runs, in Lambda's SQS event shape. One difference: the bucket is not versioned, because moto
-sends no notification for a delete on a versioned bucket (on either S3 route); deletes must reach the indexer.
+Lambda runs, in Lambda's SQS event shape. Two differences: the bucket is not versioned (moto sends no
+notification for a delete on a versioned bucket, on either S3 route, and deletes must reach the indexer); and
+the handlers' events for automation are printed on stdout, one line each (`Package Indexed
+<channel>/<subdir>/<file>`), instead of being put on an EventBridge bus.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class LocalStack:
     bucket: str
     queue_url: str
     dead_letter_queue_url: str
-    # The handlers' wiring while the stack runs (settings from handler_environment, stores on the endpoint).
+    # The handlers' wiring while the stack runs (settings from handler_environment, stores on the endpoint,
+    # events printed).
     wiring: Wiring | None = None
 
 
@@ -171,12 +174,13 @@ def _serve(stack: LocalStack, endpoint_url: str) -> Iterator[LocalStack]:
     """Run the package-event worker on the provisioned stack until the caller's block ends."""
     import boto3
 
+    from reindexer.channel_events import PrintingSink
     from reindexer.handlers import package_events
     from reindexer.handlers.wiring import Wiring
 
     from .sqs_worker import run_worker
 
-    wiring = Wiring.from_environment(os.environ)
+    wiring = Wiring.from_environment(os.environ, events=PrintingSink())
     sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION)
     stop = threading.Event()
     worker = threading.Thread(

@@ -6,19 +6,25 @@ Runs the same code as `reindexer index`. Reading stops early enough to commit wh
 function times out; the result then says `"complete": false`, and invoking it again continues. A bad
 request, an S3 failure or a crash all answer `{"ok": false, "error": "<one line>"}`; a crash's traceback goes
 to the log only.
+
+Events for automation (reindexer.channel_events) follow a run that is not a dry run, and an operation's
+republication: files indexed and removed, the subdirs published, and the rejections the run is known to have
+judged (see `_judged`). They are best effort, put with the time the invocation has left.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ..channel_events import ChannelEvent, subdir_events
 from ..config import HandlerSettings
-from ..contract import SECONDS_PER_DAY, Metric, channel_prefix_problem
+from ..contract import SECONDS_PER_DAY, DetailType, Metric, channel_prefix_problem
 from ..indexer import index_channel
 from ..layout import KNOWN_SUBDIRS
 from ..operations import (
@@ -32,6 +38,7 @@ from ..operations import (
 )
 from ..options import IndexOptions
 from ..patches import PatchError, PatchInstructions
+from ..reports import SubdirReport
 from ..store import Store, StoreError
 from ..subdir_ref import SubdirRef
 from .runtime import logger, metrics, quoted, seconds_left
@@ -40,6 +47,8 @@ from .wiring import Handler, LambdaEntry, Wiring, instrumented
 # Reading may use 70 % of the invocation; the rest is left to publish and commit what was read.
 READ_SHARE = 0.7
 WAIT_SHARE = 0.2
+# Kept free at the end of the invocation, after the events, for the answer, the log lines and the metrics.
+END_MARGIN_SECONDS = 1.0
 
 
 class BadRequestError(ValueError):
@@ -206,7 +215,7 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
     )
     target = f"s3://{request.bucket}/{request.channel}"
     if request.operation is not None:
-        return _operate(request, request.operation, options, wiring)
+        return _operate(request, request.operation, options, wiring, context)
     try:
         report = index_channel(wiring.store(request.bucket), request.channel, options)
     except StoreError as error:
@@ -229,11 +238,39 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         metrics.add_metric(
             name=Metric.SUBDIR_UPDATE_FAILURES, unit=count, value=int(subdir.error is not None)
         )
+    if not request.dry_run:
+        events = [
+            event
+            for _, subdir in sorted(report.subdirs.items())
+            for event in subdir_events(
+                request.bucket, request.channel, subdir, judged=_judged(subdir, request.force)
+            )
+        ]
+        wiring.put_events(_publications_first(events), seconds_left(context) - END_MARGIN_SECONDS)
     return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
 
 
+def _judged(report: SubdirReport, force: bool) -> Collection[str]:
+    """The files whose rejection a full run is known to have decided: with force, every file (all were read
+    again); otherwise those the report also names as removed (indexed before, refused now). A report lists
+    every rejection its state holds and does not say which others are new, so those make no event: a
+    nightly run must not announce every old rejection again."""
+    if force:
+        return {rejection.file for rejection in report.rejected}
+    return set(report.removed)
+
+
+def _publications_first(events: list[ChannelEvent]) -> list[ChannelEvent]:
+    """A channel's run can make many file events: when time runs out, the subdirs' publications are out."""
+    return sorted(events, key=lambda event: event.detail_type != DetailType.SUBDIR_PUBLISHED)
+
+
 def _operate(
-    request: FullReindexRequest, operation: Operation, options: IndexOptions, wiring: Wiring
+    request: FullReindexRequest,
+    operation: Operation,
+    options: IndexOptions,
+    wiring: Wiring,
+    context: LambdaContext,
 ) -> dict[str, Any]:
     """Run an operator's change; the answer says per subdir whether the instructions changed and how the
     republication went."""
@@ -256,6 +293,14 @@ def _operate(
         for name, edit in edits.items()
     }
     logger.info(f"{operation.kind} in {target}", extra={"subdirs": subdirs})
+    # The republication: an operation judges no package file, so no rejection is news.
+    events = [
+        event
+        for edit in edits.values()
+        if edit.report is not None
+        for event in subdir_events(request.bucket, request.channel, edit.report, judged=())
+    ]
+    wiring.put_events(events, seconds_left(context) - END_MARGIN_SECONDS)
     ok = all(edit.report is None or edit.report.error is None for edit in edits.values())
     changed = sum(edit.after != edit.before for edit in edits.values())
     metrics.add_metric(name=Metric.PATCH_EDITS, unit=MetricUnit.Count, value=changed)

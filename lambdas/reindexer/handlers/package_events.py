@@ -11,6 +11,11 @@ prefix rule or is outside CHANNEL_PREFIXES is ignored, acknowledged and counted 
 line by reason. One subdir's failure, even a crash, is that subdir's alone: it is logged once, counted, and
 only its messages are returned for redelivery; the other subdirs are still updated.
 
+Events for automation (reindexer.channel_events) follow each subdir update that committed: a file indexed,
+rejected (only the batch's files: not the older rejections the subdir's state still holds) or removed, and
+the subdir published. They are best effort, within the update's budget: one that cannot be put is logged
+and counted (EventPutFailures), and never makes the batch's messages come back.
+
 Time. Lambda stops an invocation at its timeout, and a stopped invocation's partial batch response is lost
 with it (the whole batch is then redelivered, and the completed updates redone). So no subdir update starts
 that cannot finish in time:
@@ -37,6 +42,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ..channel_events import subdir_events
 from ..clock import utc_now
 from ..config import HandlerSettings
 from ..contract import Metric, channel_prefix_problem
@@ -187,6 +193,8 @@ def _update(batch: SubdirBatch, budget: TimeBudget, wiring: Wiring) -> set[str]:
         _observe(batch, report, wiring, crashed=True)  # in the except block: the log line has the traceback
         return set(batch.filenames)
     _observe(batch, report, wiring)
+    events = subdir_events(batch.bucket, batch.channel, report, judged=batch.filenames.keys())
+    wiring.put_events(events, budget.seconds_left(wiring.clock))
     if report.error:
         return set(batch.filenames)
     return {failure.file for failure in report.failed} | set(report.deferred)

@@ -1,0 +1,225 @@
+"""The handlers' events for automation, collected from a wiring over a MemoryStore: the package-event
+handler announces the batch's files (indexed, rejected with the reason, removed) and the subdir's publication,
+never an older rejection or an ignored notice; the full reindex announces its changes but no dry run and no
+old rejection; an operation's republication is a Subdir Published; a failing sink changes no handler's
+answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reindexer.channel_events import ChannelEvent, CollectingSink
+from reindexer.config import HandlerSettings
+from reindexer.contract import DetailType, Metric, join_key
+from reindexer.handlers import full_reindex, package_events, runtime
+from reindexer.handlers.wiring import Wiring
+from reindexer.indexer import index_channel
+from reindexer.options import IndexOptions
+from reindexer.storage.memory import MemoryStore
+from reindexer_cli.lambda_events import LocalLambdaContext, s3_message, sqs_event, sqs_record
+from tests.support.archives import index_json, package_bytes
+from tests.support.clock import FakeClock
+
+BUCKET = "channel-bucket"
+CHANNEL = "team/dev"
+SUBDIR = "linux-64"
+A1, B1 = "a-1.0-h0_0.conda", "b-1.0-h0_0.tar.bz2"
+NEW = "c-1.0-h0_0.conda"
+BAD = "bad-1.0-h0_0.conda"
+OLD_BAD = "old-1.0-h0_0.conda"  # rejected by the first index, still in the state
+ARCHIVES = {
+    A1: package_bytes(A1, index_json("a", "1.0")),
+    B1: package_bytes(B1, index_json("b", "1.0")),
+    NEW: package_bytes(NEW, index_json("c", "1.0")),
+}
+
+
+class Channel:
+    """CHANNEL indexed in a MemoryStore (A1, B1, and OLD_BAD refused), and the handlers over a wiring whose
+    events are collected."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.clock = FakeClock()
+        self.store = MemoryStore(BUCKET, clock=self.clock)
+        for name in (A1, B1):
+            self.put(name, ARCHIVES[name])
+        self.put(OLD_BAD, b"not a zip file")
+        report = index_channel(self.store, CHANNEL, IndexOptions(clock=self.clock))
+        assert [r.file for r in report.subdirs[SUBDIR].rejected] == [OLD_BAD]
+        self.sink = CollectingSink()
+        self.wiring = Wiring(
+            HandlerSettings(bucket=BUCKET, **settings),
+            open_store=lambda bucket: self.store,
+            clock=self.clock,
+            events=self.sink,
+        )
+
+    def put(self, name: str, data: bytes) -> None:
+        self.store.write(join_key(CHANNEL, SUBDIR, name), data, content_type="application/octet-stream")
+
+    def delete(self, name: str) -> None:
+        self.store.delete(join_key(CHANNEL, SUBDIR, name))
+
+    def notify(self, *names: str, removed: bool = False, bucket: str = BUCKET) -> dict[str, Any]:
+        records = [
+            sqs_record(s3_message(bucket, join_key(CHANNEL, SUBDIR, name), removed=removed), message_id=name)
+            for name in names
+        ]
+        return self._call(package_events.build_handler(self.wiring), sqs_event(*records))
+
+    def reindex(self, **request: Any) -> dict[str, Any]:
+        return self._call(full_reindex.build_handler(self.wiring), {"channel": CHANNEL, **request})
+
+    def _call(self, handler: Any, event: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = handler(event, LocalLambdaContext(timeout=600, clock=self.clock.monotonic))
+        return result
+
+    def taken(self) -> list[ChannelEvent]:
+        events, self.sink.events = self.sink.events, []
+        return events
+
+
+def lines(events: list[ChannelEvent]) -> list[str]:
+    return [event.line() for event in events]
+
+
+def test_a_batch_announces_its_indexed_and_rejected_files_and_the_publication_but_no_older_rejection() -> (
+    None
+):
+    channel = Channel()
+    channel.put(NEW, ARCHIVES[NEW])
+    channel.put(BAD, b"garbage, not a zip")
+
+    result = channel.notify(NEW, BAD)
+
+    assert result == {"batchItemFailures": []}
+    events = channel.taken()
+    assert [(e.detail_type, e.detail.get("file")) for e in events] == [
+        (DetailType.PACKAGE_INDEXED, NEW),
+        (DetailType.PACKAGE_REJECTED, BAD),
+        (DetailType.SUBDIR_PUBLISHED, None),
+    ]
+    indexed, rejected, published = events
+    assert indexed.detail == {
+        "bucket": BUCKET,
+        "channel": CHANNEL,
+        "subdir": SUBDIR,
+        "file": NEW,
+        "key": f"{CHANNEL}/{SUBDIR}/{NEW}",
+        "change": "added",
+    }
+    assert rejected.detail["reason"] and "\n" not in rejected.detail["reason"]
+    assert published.detail["counts"] == {"added": 1, "updated": 0, "removed": 0, "rejected": 1}
+    assert f"{CHANNEL}/{SUBDIR}/repodata.json" in published.detail["keys"]
+    for key in published.detail["keys"]:
+        assert channel.store.head(key) is not None, f"{key} is announced but was not written"
+
+
+def test_a_delete_announces_the_removal_and_the_publication() -> None:
+    channel = Channel()
+    channel.delete(B1)
+
+    channel.notify(B1, removed=True)
+
+    assert lines(channel.taken()) == [
+        f"Package Removed {CHANNEL}/{SUBDIR}/{B1}",
+        f"Subdir Published {CHANNEL}/{SUBDIR}: 0 added, 0 updated, 1 removed, 0 rejected",
+    ]
+
+
+def test_a_good_package_replaced_by_a_bad_one_is_removed_and_rejected() -> None:
+    channel = Channel()
+    channel.put(A1, b"overwritten with garbage")
+
+    channel.notify(A1)
+
+    kinds = [(e.detail_type, e.detail.get("file")) for e in channel.taken()]
+    assert kinds == [
+        (DetailType.PACKAGE_REJECTED, A1),
+        (DetailType.PACKAGE_REMOVED, A1),
+        (DetailType.SUBDIR_PUBLISHED, None),
+    ]
+
+
+def test_ignored_and_duplicate_notices_make_no_events() -> None:
+    channel = Channel(channel_prefixes=frozenset({CHANNEL}))
+
+    # another bucket, a key that is no package, and a file already indexed as it is
+    assert channel.notify(NEW, bucket="someone-elses-bucket") == {"batchItemFailures": []}
+    assert channel.notify("README.md") == {"batchItemFailures": []}
+    assert channel.notify(A1) == {"batchItemFailures": []}
+
+    assert channel.taken() == []
+
+
+def test_a_full_reindex_announces_its_changes_but_not_the_rejections_its_state_already_held() -> None:
+    channel = Channel()
+    channel.put(NEW, ARCHIVES[NEW])
+    channel.delete(B1)
+
+    result = channel.reindex()
+
+    assert result["complete"] is True, result
+    assert lines(channel.taken()) == [
+        f"Subdir Published {CHANNEL}/{SUBDIR}: 1 added, 0 updated, 1 removed, 0 rejected",
+        f"Package Indexed {CHANNEL}/{SUBDIR}/{NEW}",
+        f"Package Removed {CHANNEL}/{SUBDIR}/{B1}",
+    ]
+
+
+def test_a_forced_full_reindex_judges_every_file_again_and_announces_its_rejections() -> None:
+    channel = Channel()
+
+    channel.reindex(force=True)
+
+    rejected = [e for e in channel.taken() if e.detail_type == DetailType.PACKAGE_REJECTED]
+    assert [e.detail["file"] for e in rejected] == [OLD_BAD]
+
+
+def test_a_full_reindex_dry_run_announces_nothing() -> None:
+    channel = Channel()
+    channel.put(NEW, ARCHIVES[NEW])
+
+    result = channel.reindex(dry_run=True)
+
+    assert result["subdirs"][SUBDIR]["added"] == [NEW]
+    assert channel.taken() == []
+
+
+def test_an_operations_republication_is_a_subdir_published() -> None:
+    channel = Channel()
+
+    result = channel.reindex(yank=[f"{SUBDIR}/{A1}"], reason="miscompiled")
+
+    assert result["ok"] is True, result
+    assert lines(channel.taken()) == [
+        f"Subdir Published {CHANNEL}/{SUBDIR}: 0 added, 0 updated, 0 removed, 0 rejected"
+    ]
+
+
+class BrokenBus:
+    """A sink for a bus that takes nothing: it answers that every event was not put."""
+
+    def put(self, events: Any, *, seconds: float | None = None) -> int:
+        return len(events)
+
+
+def test_events_that_cannot_be_put_are_counted_and_change_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = Channel()
+    channel.wiring.events = BrokenBus()
+    counted: list[float] = []
+    original = runtime.metrics.add_metric
+
+    def add_metric(name: str, unit: Any, value: float, **kwargs: Any) -> None:
+        if name == Metric.EVENT_PUT_FAILURES:
+            counted.append(value)
+        original(name=name, unit=unit, value=value, **kwargs)
+
+    monkeypatch.setattr(runtime.metrics, "add_metric", add_metric)
+    channel.put(NEW, ARCHIVES[NEW])
+
+    assert channel.notify(NEW) == {"batchItemFailures": []}
+    assert counted == [2]  # Package Indexed and Subdir Published
+    assert NEW in channel.store.read(join_key(CHANNEL, SUBDIR, "repodata.json"))[0].decode()
