@@ -132,6 +132,9 @@ def fold_outcomes(
     for names in (report.added, report.updated, report.removed, report.deferred):
         names.sort()
     report.rejected = [Rejection(name, rejected.reason) for name, rejected in sorted(state.rejected.items())]
+    report.rejected_now = sorted(
+        name for name, new in state.rejected.items() if previous.rejected.get(name) != new
+    )
 
 
 def publish_outputs(

@@ -47,6 +47,8 @@ class SubdirReport:
     # Why patch_instructions.json or the patch package is not (wholly) applied; superseded shards deleted.
     patch_problems: list[str] = field(default_factory=list)
     shards_deleted: int = 0
+    # The files among `rejected` whose rejection this run decided (new, or for another upload or reason).
+    rejected_now: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:

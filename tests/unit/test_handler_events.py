@@ -169,6 +169,19 @@ def test_a_full_reindex_announces_its_changes_but_not_the_rejections_its_state_a
     ]
 
 
+def test_a_full_reindex_announces_a_rejection_it_decided_once_and_a_nightly_rerun_stays_quiet() -> None:
+    """A bad upload whose notification was lost is first judged by the nightly run: that is news."""
+    channel = Channel()
+    channel.put(BAD, b"not a zip file either")
+
+    channel.reindex()
+
+    rejected = [e for e in channel.taken() if e.detail_type == DetailType.PACKAGE_REJECTED]
+    assert [e.detail["file"] for e in rejected] == [BAD]
+    channel.reindex()
+    assert channel.taken() == []
+
+
 def test_a_forced_full_reindex_judges_every_file_again_and_announces_its_rejections() -> None:
     channel = Channel()
 

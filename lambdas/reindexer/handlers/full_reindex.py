@@ -251,13 +251,11 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
 
 
 def _judged(report: SubdirReport, force: bool) -> Collection[str]:
-    """The files whose rejection a full run is known to have decided: with force, every file (all were read
-    again); otherwise those the report also names as removed (indexed before, refused now). A report lists
-    every rejection its state holds and does not say which others are new, so those make no event: a
-    nightly run must not announce every old rejection again."""
+    """The files whose rejection is news: those this run decided (new, or for another upload or reason), and
+    with force every one (all were read again). A nightly run does not announce old rejections again."""
     if force:
         return {rejection.file for rejection in report.rejected}
-    return set(report.removed)
+    return set(report.rejected_now)
 
 
 def _publications_first(events: list[ChannelEvent]) -> list[ChannelEvent]:
