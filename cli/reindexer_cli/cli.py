@@ -36,7 +36,7 @@ from reindexer.store import StoreError
 if TYPE_CHECKING:
     pass
 
-from . import operator_commands
+from . import operator_commands, status_commands
 from .targets import add_s3_options, open_store, parse_target, s3_store
 
 logger = logging.getLogger("reindexer")
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     operator_commands.add_parsers(commands)
+    status_commands.add_parsers(commands)
 
     local = commands.add_parser(
         "local",
@@ -169,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return operator_commands.run_yank(args, back=args.command == "unyank")
     if args.command == "patch":
         return operator_commands.run_patch(args)
+    if args.command == "status":
+        return status_commands.run_status(args)
+    if args.command == "wait":
+        return status_commands.run_wait(args)
     # The human summary already lists rejections; the log carries them when stdout is machine-readable.
     quiet_level = logging.WARNING if args.json else logging.ERROR
     logging.basicConfig(

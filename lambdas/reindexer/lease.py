@@ -1,6 +1,7 @@
 """A per-subdir lease built on conditional writes: one writer at a time publishes a subdir's outputs.
 
-Protocol (object `<subdir>/.reindexer/lease.json`, body: owner and expiry time):
+Protocol (object `<subdir>/.reindexer/lease.json`, body: owner, expiry time, and who holds it for people to
+read: the Lambda function's name or the host's, and the process id):
 - acquire: create it with `If-None-Match: *`. If it exists and has expired (or cannot be parsed), take it
   over with `If-Match: <its ETag>`; if it is live, wait with jittered backoff and try again.
 - hold: a keep-alive thread renews it with `If-Match: <our ETag>` every third of its lifetime; a failed
@@ -16,9 +17,12 @@ with compare-and-swap, so even a violated lease cannot lose an update (see publi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -41,6 +45,40 @@ logger = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
+# Set by Lambda in every function's environment.
+FUNCTION_NAME_VARIABLE = "AWS_LAMBDA_FUNCTION_NAME"
+
+
+def lease_holder() -> str:
+    """Who holds the leases this process takes, as `reindexer status` shows it: "function-or-host:pid"."""
+    return _holder_of(os.getpid())
+
+
+@functools.cache
+def _holder_of(pid: int) -> str:
+    # Keyed by the process id, so a forked worker names itself rather than its parent.
+    return f"{os.environ.get(FUNCTION_NAME_VARIABLE) or socket.gethostname()}:{pid}"
+
+
+@dataclass(frozen=True)
+class LeaseBody:
+    """A stored lease as people read it (`reindexer status`); leases written before `holder` have ""."""
+
+    owner: str
+    expires_at: float
+    holder: str = ""
+
+    @classmethod
+    def parse(cls, data: bytes) -> LeaseBody | None:
+        """None when the body is not a lease (the protocol counts such a lease as expired)."""
+        try:
+            body = json.loads(data)
+            owner, expires_at, holder = body["owner"], float(body["expires_at"]), body.get("holder", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not isinstance(owner, str) or not isinstance(holder, str):
+            return None
+        return cls(owner, expires_at, holder)
 
 
 class LeaseBusyError(TransientStoreError):
@@ -67,6 +105,7 @@ class Lease:
         self.key = subdir.key(LEASE_FILE)
         self.terms = terms
         self.owner = uuid.uuid4().hex
+        self.holder = lease_holder()
         self._clock = clock
         self._etag: str | None = None
         self._expires_at = 0.0
@@ -173,7 +212,7 @@ class Lease:
     ) -> tuple[str, float]:
         if expires_at is None:
             expires_at = self._clock.time() + self.terms.lifetime
-        body = json.dumps({"owner": self.owner, "expires_at": expires_at}).encode()
+        body = json.dumps({"owner": self.owner, "expires_at": expires_at, "holder": self.holder}).encode()
         etag = self.store.write(
             self.key,
             body,

@@ -191,6 +191,7 @@ def publish_outputs(
     _track_orphans(state, previous, set(digests.values()), options.clock.time())
     state.shards = digests
     state.settings = settings.fingerprint()
+    state.published_at = options.clock.time()
 
 
 def state_changed(state: SubdirState, previous: SubdirState) -> bool:

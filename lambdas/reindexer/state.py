@@ -60,6 +60,8 @@ class SubdirState:
     patch_package_problem: str = ""
     # Shards the shard index no longer names, by digest: since when (clock time). Deleted after retention.
     orphans: dict[str, float] = field(default_factory=dict)
+    # When the outputs were last published (clock time); 0.0 when unknown (states written before it was kept).
+    published_at: float = 0.0
 
     def records(self) -> dict[str, RecordJson]:
         return {filename: package.record for filename, package in self.packages.items()}
@@ -85,6 +87,7 @@ class SubdirState:
             "patch_file_problem": self.patch_file_problem,
             "patch_package_problem": self.patch_package_problem,
             "orphans": dict(sorted(self.orphans.items())),
+            "published_at": self.published_at,
         }
         lines = [json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))]
         for filename, package in sorted(self.packages.items()):
@@ -125,6 +128,7 @@ class SubdirState:
                 patch_file_problem=str(header.get("patch_file_problem", "")),
                 patch_package_problem=str(header.get("patch_package_problem", "")),
                 orphans={str(digest): float(since) for digest, since in header.get("orphans", {}).items()},
+                published_at=float(header.get("published_at", 0.0)),
             )
         except (zstandard.ZstdError, ValueError, KeyError, TypeError, AttributeError) as error:
             # ValueError covers malformed JSON, undecodable bytes and lines that do not split in four.

@@ -86,6 +86,12 @@ class Store(Protocol):
         """Whole content and ETag of a small object; NotFoundError if absent."""
         ...
 
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes, str] | None:
+        """Content and ETag of a small object unless its ETag is still `etag`: then None, and nothing is
+        transferred (a GET with If-None-Match, answered 304 Not Modified). With etag None, a plain read;
+        NotFoundError if absent."""
+        ...
+
     def download(
         self,
         key: str,

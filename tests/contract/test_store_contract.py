@@ -8,8 +8,10 @@ import hashlib
 import threading
 from collections.abc import Callable
 
+import obstore
 import pytest
 from botocore.exceptions import ClientError
+from obstore import exceptions as obstore_errors
 
 from reindexer.storage.local import LocalStore
 from reindexer.store import (
@@ -75,6 +77,41 @@ def test_a_conditional_delete_never_removes_a_version_it_was_not_given(store: St
     except ConditionUnsupportedError:
         return  # a store that ignores the condition is not asked to delete at all
     assert store.head("ch/lease.json") is None
+
+
+def test_read_if_changed_gives_nothing_while_the_etag_is_the_one_given(store: Store) -> None:
+    key = "ch/linux-64/.reindexer/state.json.zst"
+    first = store.write(key, b"one", content_type=TYPE)
+    assert store.read_if_changed(key, None) == (b"one", first)
+    assert store.read_if_changed(key, first) is None
+    second = store.write(key, b"two!", content_type=TYPE)
+    assert store.read_if_changed(key, first) == (b"two!", second)
+    assert store.read_if_changed(key, second) is None
+    assert store.read_if_changed(key, "0" * 32) == (b"two!", second)  # an ETag the object never had
+
+
+def test_read_if_changed_of_a_missing_object_is_not_found(store: Store) -> None:
+    key = "ch/linux-64/.reindexer/state.json.zst"
+    with pytest.raises(NotFoundError):
+        store.read_if_changed(key, None)
+    etag = store.write(key, b"one", content_type=TYPE)
+    store.delete(key)
+    with pytest.raises(NotFoundError):
+        store.read_if_changed(key, etag)
+
+
+def test_an_unchanged_object_is_answered_not_modified_with_no_body(server: S3Server) -> None:
+    # What S3Store.read_if_changed sends: If-None-Match with the ETag quoted, as S3 returns it. A server that
+    # ignored it would send the whole object again (read_if_changed would still say "unchanged").
+    bucket = server.new_bucket()
+    store = server.store(bucket)
+    etag = store.write("ch/state", b"x" * 10_000, content_type=TYPE)
+    with pytest.raises(obstore_errors.NotModifiedError):
+        obstore.get(store.objects, "ch/state", options={"if_none_match": f'"{etag}"'})
+    calls: list[tuple[str, str]] = []
+    store.on_request = lambda operation, key: calls.append((operation, key))
+    assert store.read_if_changed("ch/state", etag) is None
+    assert calls == [("GetObject", "ch/state")]
 
 
 def test_one_of_many_concurrent_creators_wins(store: Store, request: pytest.FixtureRequest) -> None:

@@ -194,6 +194,9 @@ class StoreWrapper:
     def read(self, key: str) -> tuple[bytes, str]:
         return self._around("read", key, lambda: self.inner.read(key))
 
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes, str] | None:
+        return self._around("read", key, lambda: self.inner.read_if_changed(key, etag))
+
     def download(
         self, key: str, sink: Callable[[bytes], None], *, expect: Callable[[StoredObject], None] | None = None
     ) -> StoredObject:

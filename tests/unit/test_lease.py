@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reindexer.lease import LEASE_FILE, MAX_BACKOFF, Lease, LeaseBusyError, LeaseLostError, LeaseTerms
+from reindexer.lease import (
+    LEASE_FILE,
+    MAX_BACKOFF,
+    Lease,
+    LeaseBody,
+    LeaseBusyError,
+    LeaseLostError,
+    LeaseTerms,
+    _holder_of,
+    lease_holder,
+)
 from reindexer.storage.local import LocalStore
 from reindexer.store import TransientStoreError
 from reindexer.subdir_ref import SubdirRef
@@ -51,7 +62,11 @@ def test_acquire_creates_the_lease_file_with_owner_and_expiry(store: LocalStore,
     lease.acquire()
 
     assert lease_path(store).is_file()
-    assert lease_body(store) == {"owner": lease.owner, "expires_at": clock.now + LIFETIME}
+    assert lease_body(store) == {
+        "owner": lease.owner,
+        "expires_at": clock.now + LIFETIME,
+        "holder": lease.holder,
+    }
     lease.check()  # ours, with time to spare
     assert clock.slept == []
 
@@ -91,7 +106,11 @@ def test_expired_lease_is_taken_over_and_its_first_holder_loses_it(
     second = new_lease(store, clock)
     second.acquire()
 
-    assert lease_body(store) == {"owner": second.owner, "expires_at": clock.now + LIFETIME}
+    assert lease_body(store) == {
+        "owner": second.owner,
+        "expires_at": clock.now + LIFETIME,
+        "holder": second.holder,
+    }
     with pytest.raises(LeaseLostError):
         first.check()
     second.check()
@@ -140,7 +159,11 @@ def test_renew_extends_the_expiry(store: LocalStore, clock: FakeClock) -> None:
     lease.renew()
     clock.advance(10)  # past the first expiry, within the renewed one
 
-    assert lease_body(store) == {"owner": lease.owner, "expires_at": clock.now - 10 + LIFETIME}
+    assert lease_body(store) == {
+        "owner": lease.owner,
+        "expires_at": clock.now - 10 + LIFETIME,
+        "holder": lease.holder,
+    }
     lease.check()
     with pytest.raises(LeaseBusyError):
         new_lease(store, clock).acquire()
@@ -269,3 +292,40 @@ def test_check_before_acquire_raises_lease_lost(store: LocalStore, clock: FakeCl
     with pytest.raises(LeaseLostError):
         new_lease(store, clock).check()
     assert clock.slept == []
+
+
+def test_the_lease_names_its_holder_by_function_or_host_and_process(
+    store: LocalStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = new_lease(store, clock)
+    lease.acquire()
+
+    holder = lease_body(store)["holder"]
+    assert holder == lease_holder() == lease.holder
+    name, pid = holder.rsplit(":", 1)
+    assert name and pid == str(os.getpid())
+    assert LeaseBody.parse(lease_path(store).read_bytes()) == LeaseBody(
+        lease.owner, clock.now + LIFETIME, holder
+    )
+
+    # In Lambda the function's name stands for the host's.
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "channel-package-events")
+    _holder_of.cache_clear()
+    try:
+        assert lease_holder() == f"channel-package-events:{os.getpid()}"
+    finally:
+        _holder_of.cache_clear()
+
+
+def test_a_lease_written_without_a_holder_still_parses_and_excludes(
+    store: LocalStore, clock: FakeClock
+) -> None:
+    path = lease_path(store)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json.dumps({"owner": "older-indexer", "expires_at": clock.now + LIFETIME}).encode())
+
+    assert LeaseBody.parse(path.read_bytes()) == LeaseBody("older-indexer", clock.now + LIFETIME, "")
+    with pytest.raises(LeaseBusyError):
+        new_lease(store, clock).acquire()
+    assert LeaseBody.parse(b"not json") is None
+    assert LeaseBody.parse(b'{"owner": 1, "expires_at": 2}') is None

@@ -72,6 +72,23 @@ class LocalStore:
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error.strerror}") from None
 
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes, str] | None:
+        """The file's ETag (inode, modification time, size) is compared before a byte of it is read."""
+        if etag is None:
+            return self.read(key)
+        self._count("read")
+        path = self._path(key)
+        try:
+            with path.open("rb") as file:
+                stat = os.fstat(file.fileno())
+                if _etag(stat) == etag:
+                    return None
+                return file.read(), _etag(stat)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} does not exist") from None
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error.strerror}") from None
+
     def download(
         self,
         key: str,

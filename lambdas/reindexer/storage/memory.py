@@ -172,6 +172,13 @@ class MemoryStore(ProbedStore):
         stored = self._request("GetObject", key, lambda: self._existing(key))
         return stored.data, stored.etag
 
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes, str] | None:
+        # One GetObject with If-None-Match: S3 answers 304 with no body while the ETag is unchanged.
+        stored = self._request("GetObject", key, lambda: self._existing(key))
+        if etag is not None and stored.etag == etag:
+            return None
+        return stored.data, stored.etag
+
     def download(
         self,
         key: str,

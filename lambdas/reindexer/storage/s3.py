@@ -163,6 +163,20 @@ class S3Store(ProbedStore):
             result = obstore.get(self.objects, key)
             return result.bytes().to_bytes(), _unquote(result.meta["e_tag"] or "")
 
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes, str] | None:
+        if etag is None:
+            return self.read(key)
+        self._count("GetObject", key)
+        with self._errors(key):
+            try:
+                result = obstore.get(self.objects, key, options={"if_none_match": f'"{etag}"'})
+            except obstore_errors.NotModifiedError:
+                return None  # 304: nothing transferred
+            current = _unquote(result.meta["e_tag"] or "")
+            if current == etag:
+                return None  # a server that ignores If-None-Match sent the same version again
+            return result.bytes().to_bytes(), current
+
     def download(
         self,
         key: str,
