@@ -236,3 +236,22 @@ def test_events_that_cannot_be_put_are_counted_and_change_no_answer(monkeypatch:
     assert channel.notify(NEW) == {"batchItemFailures": []}
     assert counted == [2]  # Package Indexed and Subdir Published
     assert NEW in channel.store.read(join_key(CHANNEL, SUBDIR, "repodata.json"))[0].decode()
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")  # add_metric is replaced
+def test_a_full_reindex_reports_its_progress_and_only_the_rejections_it_decided(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    channel = Channel()
+    counted: dict[str, float] = {}
+
+    def add_metric(name: str, unit: str, value: float) -> None:
+        counted[name] = counted.get(name, 0) + value
+
+    monkeypatch.setattr(runtime.metrics, "add_metric", add_metric)
+
+    channel.reindex()
+
+    assert counted[Metric.SUBDIRS_REINDEXED] == 2  # linux-64 and noarch
+    assert counted[Metric.SUBDIRS_SKIPPED] == 0
+    assert counted[Metric.PACKAGES_REJECTED] == 0, "OLD_BAD was rejected by an earlier run"

@@ -234,10 +234,18 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         count = MetricUnit.Count
         metrics.add_metric(name=Metric.PACKAGES_INDEXED, unit=count, value=len(subdir.added + subdir.updated))
         metrics.add_metric(name=Metric.PACKAGES_REMOVED, unit=count, value=len(subdir.removed))
-        metrics.add_metric(name=Metric.PACKAGES_REJECTED, unit=count, value=len(subdir.rejected))
+        metrics.add_metric(name=Metric.PACKAGES_REJECTED, unit=count, value=len(subdir.rejected_now))
         metrics.add_metric(
             name=Metric.SUBDIR_UPDATE_FAILURES, unit=count, value=int(subdir.error is not None)
         )
+    # Progress of a channel larger than one invocation: subdirs done, and those left for the next one.
+    done = sum(subdir.complete for subdir in report.subdirs.values())
+    metrics.add_metric(name=Metric.SUBDIRS_REINDEXED, unit=MetricUnit.Count, value=done)
+    metrics.add_metric(
+        name=Metric.SUBDIRS_SKIPPED,
+        unit=MetricUnit.Count,
+        value=len(report.subdirs) - done + len(report.skipped),
+    )
     if not request.dry_run:
         events = [
             event
