@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 
 from devtools.sample_channel import SamplePackage, package_files
-from reindexer.contract import STATE_FILE, join_key
+from reindexer.contract import REPODATA_FROM_PACKAGES, REPODATA_JSON, RUN_EXPORTS_JSON, STATE_FILE, join_key
 from reindexer.indexer import index_channel
 from reindexer.lease import LEASE_FILE, LeaseTerms
+from reindexer.operations import yank
 from reindexer.options import IndexOptions
 from reindexer.reports import ChannelReport
 from reindexer.storage.memory import CEPH_LIKE, IGNORES_CONDITIONS, MemoryStore
 from reindexer.store import Store, StoredObject, UnsafeStoreError
 from reindexer.store_conditions import QUOTED, UNQUOTED, StoreConditions
+from reindexer.subdir_ref import SubdirRef
+from reindexer_cli.status_commands import channel_status, wait_for_upload
 from tests.contract.conftest import S3_KINDS, make_store
 from tests.support.checks import assert_noop_run, check_channel, sha256_hex
 from tests.support.stores import index_ignoring_lease
@@ -247,3 +250,29 @@ def test_a_crash_between_writes_is_repaired_by_the_next_run(
     index(store, lease=SHORT_LEASE)
     check_channel(store, CHANNEL, expected)
     assert_noop_run(store, CHANNEL)
+
+
+def test_patches_run_exports_status_and_wait_work_alike_on_every_store(
+    usable_store: Store, small_channel: tuple[Path, list[SamplePackage]]
+) -> None:
+    """Issue 11 and 12's features through the Store interface only: a yank publishes the patched view with
+    the unpatched one beside it, run_exports.json follows, `reindexer status` reads it all back, and `wait`
+    sees an indexed upload with conditional reads."""
+    folder, packages = small_channel
+    upload(usable_store, folder)
+    index(usable_store)
+    target = next(p for p in packages if p.subdir == "linux-64")
+    subdir = SubdirRef(usable_store, CHANNEL, "linux-64")
+
+    edit = yank(subdir, [target.filename], "broken", IndexOptions())
+
+    assert edit.report is not None and edit.report.written, edit
+    published = json.loads(usable_store.read(subdir.key(REPODATA_JSON))[0])
+    unpatched = json.loads(usable_store.read(subdir.key(REPODATA_FROM_PACKAGES))[0])
+    assert published["removed"] == [target.filename]
+    assert target.filename in {**unpatched["packages"], **unpatched["packages.conda"]}
+    exports = json.loads(usable_store.read(subdir.key(RUN_EXPORTS_JSON))[0])
+    assert target.filename in {**exports["packages"], **exports["packages.conda"]}, "run_exports is unpatched"
+    status = {s.name: s for s in channel_status(usable_store, CHANNEL).subdirs}
+    assert status["linux-64"].yanked == [(target.filename, "broken")]
+    assert wait_for_upload(subdir, target.filename, timeout=5).outcome == "indexed"
