@@ -259,8 +259,9 @@ CRASH_INITIAL = CRASH_PLAN[:12]
 CRASH_ADDED = CRASH_PLAN[12:]  # a new package name in each subdir
 # A file of an existing name in each subdir, and every file of one linux-64 name (its shard goes away).
 CRASH_DELETED = [CRASH_PLAN[number] for number in (0, 1, 7, 9, 11)]
-# Writes and deletes of the change run, in each subdir: lease, 2 shards, 3 outputs, state, lease release.
-CRASH_MUTATIONS = 16
+# Writes and deletes of the change run, in each subdir: lease, 2 shards, 4 outputs (shard index,
+# run_exports.json, repodata.json.zst, repodata.json), state, lease release.
+CRASH_MUTATIONS = 18
 # The crashed run leaves its lease behind. The runs use a lease lifetime of half a second, so the repair
 # run meets a live or recently expired lease, waits for it to expire, and takes it over with If-Match,
 # exactly as a later invocation does after a killed one (no lease file is deleted by hand).
