@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .layout import parse_package_filename
 from .options import IndexOptions
 from .package_reader import BadPackageError, PackageSpool, ReadResourceError
 from .planner import listing_rejection
-from .record_schema import RECORD_SCHEMA, RecordError
-from .records import build_record, checked_stored_record, decode_record, encode_record
+from .record_schema import RECORD_SCHEMA, RecordError, checked_about
+from .records import build_record, checked_stored_record, decode_record, encode_about, encode_record
 from .reports import one_line_reason
 from .shards import check_shardable
 from .state import IndexedPackage, RejectedFile
@@ -79,9 +79,11 @@ def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int)
         try:
             if fetched.size == 0:
                 raise BadPackageError("empty file (0 bytes)")
-            record = build_record(filename, subdir, spool.read_metadata(obj.name), spool.digests())
+            metadata = spool.read_metadata(obj.name)
+            record = build_record(filename, subdir, metadata, spool.digests())
             text = encode_record(record)
             check_shardable(record)
+            about = encode_about(checked_about(metadata.about))
         except BadPackageError as error:
             return RejectedFile(fetched.etag, fetched.size, one_line_reason(str(error)))
         except (ReadResourceError, MemoryError) as error:
@@ -92,7 +94,7 @@ def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int)
             logger.exception("unexpected error while reading %s", store.describe(obj.key))
             reason = f"could not be read: unexpected {type(error).__name__}: {error}"
             return RejectedFile(fetched.etag, fetched.size, one_line_reason(reason))
-    return IndexedPackage(fetched.etag, fetched.size, text)
+    return IndexedPackage(fetched.etag, fetched.size, text, about)
 
 
 def recheck_records(
@@ -116,7 +118,7 @@ def recheck_records(
             outcomes.append((stored, RejectedFile(package.etag, package.size, reason)))
             continue
         if text != package.record:
-            outcomes.append((stored, IndexedPackage(package.etag, package.size, text)))
+            outcomes.append((stored, replace(package, record=text)))
     return outcomes
 
 

@@ -27,7 +27,8 @@ from .strict_json import StrictJsonError, load_strict_json
 # Every bound below is what one archive may cost us; each is named in the rejection it causes.
 # Small packages are hashed in memory, larger ones spill to a temporary file.
 SPOOL_MEMORY_LIMIT = 8 * 1024 * 1024
-# info/index.json, info/run_exports.json: real ones are a few KiB.
+# info/index.json, info/run_exports.json, info/about.json: real ones are a few KiB (conda-build's about.json
+# lists the build environment's packages: tens of KiB).
 METADATA_MEMBER_LIMIT = 256 * 1024
 # Tar members walked per archive before the metadata is found: real info/ folders hold tens to a few
 # thousand files (vendored licences); a flood of empty members costs ~20 µs each.
@@ -50,6 +51,8 @@ ZSTD_MAX_WINDOW = 16 * 1024 * 1024
 
 INDEX_JSON = "info/index.json"
 RUN_EXPORTS_JSON = "info/run_exports.json"
+# Descriptive only (summary, home, ...): read under the same bounds, but never a reason to refuse a package.
+ABOUT_JSON = "info/about.json"
 
 
 class BadPackageError(Exception):
@@ -67,6 +70,8 @@ class ArchiveDigests:
 class PackageMetadata:
     index: dict[str, Any]
     run_exports: dict[str, Any] | None
+    # info/about.json when it is there, within METADATA_MEMBER_LIMIT and a JSON object; None otherwise.
+    about: dict[str, Any] | None = None
 
 
 class ReadResourceError(Exception):
@@ -182,7 +187,8 @@ class PackageSpool:
 
 
 def read_metadata(filename: str, archive: IO[bytes], size: int | None = None) -> PackageMetadata:
-    """Extract info/index.json and the optional info/run_exports.json from a seekable archive."""
+    """Extract info/index.json and the optional info/run_exports.json and info/about.json from a seekable
+    archive. A missing, oversized or malformed about.json is left out (None), never a rejection."""
     if size is None:
         size = archive.seek(0, io.SEEK_END)
         archive.seek(0)
@@ -198,7 +204,13 @@ def read_metadata(filename: str, archive: IO[bytes], size: int | None = None) ->
     run_exports = None
     if RUN_EXPORTS_JSON in members:
         run_exports = _parse_json_object(members[RUN_EXPORTS_JSON], RUN_EXPORTS_JSON)
-    return PackageMetadata(index=index, run_exports=run_exports)
+    about = None
+    if ABOUT_JSON in members:
+        try:
+            about = _parse_json_object(members[ABOUT_JSON], ABOUT_JSON)
+        except BadPackageError:
+            about = None
+    return PackageMetadata(index=index, run_exports=run_exports, about=about)
 
 
 def decompression_budget(compressed_size: int, ratio: int, cap: int) -> int:
@@ -366,7 +378,7 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
     With stop_after_info, the walk ends at the first non-info member once index.json was seen: conda-build
     and rattler-build write info/ first, so the package payload is never decompressed.
     """
-    wanted = {INDEX_JSON, RUN_EXPORTS_JSON}
+    wanted = {INDEX_JSON, RUN_EXPORTS_JSON, ABOUT_JSON}
     found: dict[str, bytes] = {}
     members = tar_generator(stream, tarfile_open=_open_bounded_tar)
     for count, (tar, member) in enumerate(members, start=1):
@@ -377,7 +389,10 @@ def _collect_members(stream: io.RawIOBase, *, stop_after_info: bool) -> dict[str
                 f"{INDEX_JSON} not found within the first {MAX_ARCHIVE_MEMBERS} archive members"
             )
         path = member.name.removeprefix("./")
-        if path in wanted and member.isfile():
+        if path == ABOUT_JSON and member.isfile() and member.size > METADATA_MEMBER_LIMIT:
+            # Descriptive only: an oversized about.json is passed over, not a reason to refuse the package.
+            wanted.discard(ABOUT_JSON)
+        elif path in wanted and member.isfile():
             if member.size > METADATA_MEMBER_LIMIT:
                 raise BadPackageError(
                     f"{path} is {member.size} bytes, over the {METADATA_MEMBER_LIMIT} byte limit for metadata"

@@ -37,6 +37,13 @@ MAX_TIMESTAMP = 4_102_444_800_000
 INT64_MAX = 2**63 - 1
 
 RUN_EXPORTS_KINDS = ("weak", "strong", "noarch", "weak_constrains", "strong_constrains")
+
+# The text fields of info/about.json kept for the channel's page and channeldata.json (conda-index's names).
+ABOUT_FIELDS = ("summary", "home", "license", "description", "dev_url", "doc_url")
+# rattler writes these as one URL or a list of them (its AboutJson); the first one is kept.
+ABOUT_URL_FIELDS = frozenset({"home", "dev_url", "doc_url"})
+# Descriptions run to pages: the first few hundred characters are kept (cut, never refused).
+MAX_DESCRIPTION_LENGTH = 400
 # Dropped, never copied: where the file lives is the client's to derive; digests and size are ours; the
 # legacy fields are conda-index's deprecated keys.
 DROPPED_FIELDS = frozenset(
@@ -103,6 +110,41 @@ def checked_run_exports(run_exports: Any) -> dict[str, list[str]]:
 
     _confirm_with_rattler(RunExportsJson.from_str, checked, "info/run_exports.json")
     return checked
+
+
+def checked_about(about: Any) -> dict[str, str]:
+    """The ABOUT_FIELDS of info/about.json that are one line of printable text within MAX_TEXT_LENGTH (the
+    description cut to MAX_DESCRIPTION_LENGTH instead); whitespace runs become one space. Anything else is
+    dropped, never refused: about.json only describes a package, so a bad one costs its fields, not the
+    package. Never raises."""
+    if not isinstance(about, dict):
+        return {}
+    kept: dict[str, str] = {}
+    for field in ABOUT_FIELDS:
+        value = about.get(field)
+        if field in ABOUT_URL_FIELDS and isinstance(value, list) and value:
+            value = value[0]
+        if (text := _about_text(value, cut=field == "description")) is not None:
+            kept[field] = text
+    return kept
+
+
+def _about_text(value: Any, *, cut: bool) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if cut:
+        # Bounded before the whitespace pass: the member is at most METADATA_MEMBER_LIMIT bytes anyway.
+        value = value[: 4 * MAX_DESCRIPTION_LENGTH]
+    elif len(value) > MAX_TEXT_LENGTH:
+        return None
+    text = " ".join(value.split())
+    if cut:
+        text = shorten(text, MAX_DESCRIPTION_LENGTH)
+    # str.isprintable refuses controls, format characters (bidi overrides), separators other than the
+    # space, surrogates, private-use and unassigned code points.
+    if not text or not text.isprintable():
+        return None
+    return text
 
 
 def show(value: Any, limit: int = 64) -> str:

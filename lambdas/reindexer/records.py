@@ -21,6 +21,8 @@ Record = dict[str, Any]
 # A record as compact, key-sorted JSON text. Records stay in this form between runs: a subdir of 100,000
 # packages is re-published by joining texts, and only the records of changed shards are ever parsed.
 RecordJson = str
+# A package's info/about.json fields (record_schema.checked_about) as compact, key-sorted JSON; "" for none.
+AboutJson = str
 
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -71,6 +73,24 @@ def _checked_fields(
 def encode_record(record: Record) -> RecordJson:
     """Compact, key-sorted JSON; NaN and Infinity are refused (ValueError), as clients refuse them."""
     return dump_json(record)
+
+
+def encode_about(about: Mapping[str, str]) -> AboutJson:
+    """Compact JSON of checked about.json fields: never a raw tab or newline (JSON escapes them)."""
+    return dump_json(dict(about)) if about else ""
+
+
+def decode_about(text: AboutJson) -> dict[str, str]:
+    """The about fields kept in a state; {} for none (or for text that is not an object of strings)."""
+    if not text:
+        return {}
+    try:
+        about = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(about, dict):
+        return {}
+    return {key: value for key, value in about.items() if isinstance(key, str) and isinstance(value, str)}
 
 
 def decode_record(text: RecordJson) -> Record:

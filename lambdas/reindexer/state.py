@@ -5,7 +5,10 @@ are read), its record, the files that were refused and why, the ETags of the out
 torn or foreign write is noticed and repaired) and the settings they were written with.
 
 Stored as zstd of one JSON header line followed by one `filename<TAB>etag<TAB>size<TAB>record-json` line
-per package: records are kept as text, so loading and saving 100,000 of them parses none.
+per package, with a fifth column `<TAB>about-json` when the package's info/about.json gave any fields:
+records are kept as text, so loading and saving 100,000 of them parses none. JSON texts never hold a raw tab
+or newline. Format 2 (four columns) is read as ever; format 3 marks states that may hold the fifth column,
+so an older indexer refuses (and rebuilds) one rather than read `record<TAB>about` as a record.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any
 
 import zstandard
 
-from .records import RecordJson
+from .records import AboutJson, RecordJson
 from .reports import one_line_reason
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
+READABLE_FORMATS = (2, STATE_FORMAT)
 # Level 1 rather than 3: 5-11 % smaller (its 7-byte minimum match skips short matches inside digests and
 # ETags) in 37-50 % of the CPU (a 55 MB state: 0.15 s instead of 0.41 s).
 STATE_ZST_LEVEL = 1
@@ -31,6 +35,9 @@ class IndexedPackage:
     etag: str
     size: int
     record: RecordJson
+    # The package's info/about.json fields (reindexer.records.encode_about); "" when it gave none or was
+    # indexed before about.json was read (it is read again only when the package changes).
+    about: AboutJson = ""
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,10 @@ class SubdirState:
         }
         lines = [json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))]
         for filename, package in sorted(self.packages.items()):
-            if any(separator in filename + package.etag for separator in _SEPARATORS):
+            if any(separator in filename + package.etag + package.about for separator in _SEPARATORS):
                 raise ValueError(f"cannot store {filename!r} with ETag {package.etag!r}: tab or newline")
-            lines.append(f"{filename}\t{package.etag}\t{package.size}\t{package.record}")
+            line = f"{filename}\t{package.etag}\t{package.size}\t{package.record}"
+            lines.append(f"{line}\t{package.about}" if package.about else line)
         return zstandard.ZstdCompressor(level=STATE_ZST_LEVEL).compress("\n".join(lines).encode())
 
     @classmethod
@@ -103,12 +111,12 @@ class SubdirState:
             with zstandard.ZstdDecompressor().stream_reader(data) as reader:
                 lines = reader.read().decode().split("\n")
             header: dict[str, Any] = json.loads(lines[0])
-            if header.get("format") != STATE_FORMAT:
+            if header.get("format") not in READABLE_FORMATS:
                 raise ValueError(f"unsupported state format {header.get('format')!r}")
             packages = {}
             for line in lines[1:]:
-                filename, etag, size, record = line.split("\t", 3)
-                packages[filename] = IndexedPackage(etag, int(size), record)
+                filename, etag, size, record, *about = line.split("\t", 4)
+                packages[filename] = IndexedPackage(etag, int(size), record, *about)
             return cls(
                 packages=packages,
                 rejected={
@@ -131,5 +139,5 @@ class SubdirState:
                 published_at=float(header.get("published_at", 0.0)),
             )
         except (zstandard.ZstdError, ValueError, KeyError, TypeError, AttributeError) as error:
-            # ValueError covers malformed JSON, undecodable bytes and lines that do not split in four.
+            # ValueError covers malformed JSON, undecodable bytes and lines that split in fewer than four.
             raise ValueError(f"unreadable state: {error}") from None

@@ -112,3 +112,62 @@ def test_long_rejection_reasons_of_older_states_are_cut_to_one_short_line_on_loa
 
     reason = loaded.rejected["a-1-0.conda"].reason
     assert len(reason) == MAX_REASON_LENGTH and "\n" not in reason
+
+
+# --- about.json's fields: an optional fifth column ----------------------------------------------------------
+
+ABOUT = '{"home":"https://b.example","summary":"Ünï \\\\t <b>"}'
+
+
+def about_state() -> SubdirState:
+    state = sample_state()
+    state.packages["b-1.0-h0_0.conda"] = IndexedPackage("etag-b", 20, B_RECORD, ABOUT)
+    return state
+
+
+def package_lines(data: bytes) -> list[str]:
+    return zstandard.ZstdDecompressor().decompress(data).decode().split("\n")[1:]
+
+
+def test_state_with_about_round_trips_through_bytes():
+    state = about_state()
+
+    loaded = SubdirState.from_bytes(state.to_bytes())
+
+    assert loaded == state
+    assert loaded.packages["b-1.0-h0_0.conda"].about == ABOUT
+    assert loaded.packages["a-1.0-h0_0.tar.bz2"].about == ""
+
+
+def test_about_is_a_fifth_column_only_where_a_package_has_one():
+    lines = package_lines(about_state().to_bytes())
+
+    assert [line.count("\t") for line in lines] == [3, 4]  # a (no about), then b
+    assert lines[1].split("\t")[4] == ABOUT
+
+
+def test_a_state_of_the_previous_format_with_four_columns_still_reads():
+    # What an indexer before about.json wrote: format 2, four columns. Its packages have no about until read.
+    header = {"format": 2, "settings": "", "outputs": {}, "shards": {}, "rejected": {}}
+    line = f"a-1.0-h0_0.tar.bz2\tetag-a\t10\t{A_RECORD}"
+    data = zstandard.ZstdCompressor().compress(f"{json.dumps(header)}\n{line}".encode())
+
+    loaded = SubdirState.from_bytes(data)
+
+    assert loaded.packages == {"a-1.0-h0_0.tar.bz2": IndexedPackage("etag-a", 10, A_RECORD)}
+
+
+def test_states_are_written_in_the_format_an_older_indexer_refuses_rather_than_misreads():
+    # Format 2 readers split lines in four: `record<TAB>about` would have become a broken record.
+    header = json.loads(
+        zstandard.ZstdDecompressor().decompress(about_state().to_bytes()).decode().split("\n")[0]
+    )
+
+    assert header["format"] == STATE_FORMAT == 3
+
+
+def test_state_refuses_to_store_about_text_it_could_not_read_back():
+    state = SubdirState(packages={"a-1.0-h0_0.conda": IndexedPackage("e", 1, A_RECORD, '{"a":"\t"}')})
+
+    with pytest.raises(ValueError, match="tab or newline"):
+        state.to_bytes()
