@@ -40,6 +40,11 @@ RUN_EXPORTS_JSON = "run_exports.json"
 CHANNELDATA_JSON = "channeldata.json"
 INDEX_HTML = "index.html"
 CHANNEL_FILES = (CHANNELDATA_JSON, INDEX_HTML)
+# Its private files there, in the channel's own `.reindexer/`: the lease held while the channel files are
+# made again from every subdir's state, and what they were last made from and written as (ETags, digests).
+CHANNEL_LEASE_FILE = f"{STATE_FOLDER}/channel-lease.json"
+CHANNEL_STATE_FILE = f"{STATE_FOLDER}/channel-state.json"
+CHANNEL_PRIVATE_FILES = (CHANNEL_LEASE_FILE, CHANNEL_STATE_FILE)
 
 # --- the keys the indexer writes at the bucket root ---------------------------------------------------------
 BUCKET_STATE_FOLDER = STATE_FOLDER
@@ -205,8 +210,9 @@ class ObjectGrants:
 
 def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     """What both indexer functions need on a bucket holding these channels ('' is the bucket root): read all
-    of a channel, write only the keys the indexer writes, delete only its leases, and use the bucket-root
-    probe of what the store honours (a scratch object it creates and removes, and the cached answer)."""
+    of a channel, write only the keys the indexer writes (in each subdir, and the channel files with their
+    lease and state), delete only its leases, and use the bucket-root probe of what the store honours (a
+    scratch object it creates and removes, and the cached answer)."""
     channels = channel_prefixes or ("",)
     in_subdirs = (
         *PUBLISHED_FILES,
@@ -221,12 +227,18 @@ def indexer_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
         read=(*(join_key(channel, "*") for channel in channels), STORE_CONDITIONS_KEY, probes),
         write=(
             *(join_key(channel, "*", key) for channel in channels for key in in_subdirs),
+            *(
+                join_key(channel, key)
+                for channel in channels
+                for key in (*CHANNEL_FILES, *CHANNEL_PRIVATE_FILES)
+            ),
             probes,
             STORE_CONDITIONS_KEY,
         ),
         # The unpatched repodata goes when a subdir's patch instructions do (it would go stale).
         delete=(
             *(join_key(channel, "*", key) for channel in channels for key in (LEASE_FILE, *UNPATCHED_FILES)),
+            *(join_key(channel, CHANNEL_LEASE_FILE) for channel in channels),
             probes,
         ),
     )
@@ -259,9 +271,15 @@ def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
 
 
 def private_state_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    """The indexer's private folders, never readable anonymously even in a public channel."""
+    """The indexer's private folders, never readable anonymously even in a public channel: each subdir's,
+    each channel's (the channel files' lease and state) and the bucket's."""
     channels = channel_prefixes or ("",)
-    return (*(join_key(channel, "*", STATE_FOLDER, "*") for channel in channels), f"{BUCKET_STATE_FOLDER}/*")
+    patterns = (
+        *(join_key(channel, "*", STATE_FOLDER, "*") for channel in channels),
+        *(join_key(channel, STATE_FOLDER, "*") for channel in channels),
+        f"{BUCKET_STATE_FOLDER}/*",
+    )
+    return tuple(dict.fromkeys(patterns))  # a root channel's folder is the bucket's
 
 
 def notification_filters(channel_prefixes: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:

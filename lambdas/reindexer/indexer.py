@@ -2,7 +2,8 @@
 
 Per subdir, under the subdir's lease: list the folder, load the state, plan, read only new or changed
 packages (in parallel), publish and commit (see reindexer.publication). With a deadline, reading stops in
-time to commit what was read, and the report says the run is not complete; the next run continues.
+time to commit what was read, and the report says the run is not complete; the next run continues. Then the
+channel files (reindexer.channel_files), when a subdir was published or they are not current.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from .channel_files import channel_files_current, refresh_channel_files, subdirs_in_listing
 from .contract import PATCH_INSTRUCTIONS, PUBLISHED_FILES, REPODATA_JSON, SHARDS_FOLDER, STATE_FILE, join_key
 from .layout import KNOWN_SUBDIRS, package_extension
 from .lease import Lease
@@ -30,7 +32,7 @@ from .publication import (
 )
 from .record_schema import RECORD_SCHEMA
 from .repodata import parse_repodata
-from .reports import ChannelReport, Rejection, SubdirReport, one_line_reason
+from .reports import ChannelFilesReport, ChannelReport, Rejection, SubdirReport, one_line_reason
 from .state import SubdirState
 from .store import FatalStoreError, NotFoundError, Store, StoredObject, StoreError
 from .subdir_ref import SubdirRef
@@ -73,9 +75,37 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
             logger.exception("indexing %s failed", store.describe(join_key(channel, subdir)))
             reason = one_line_reason(f"unexpected {type(error).__name__}: {error}")
             report.subdirs[subdir] = SubdirReport(subdir, error=reason)
+    if not options.dry_run:
+        report.channel_files = _update_channel_files(store, channel, options, report, folders, root.objects)
     report.requests = dict(store.requests)
     report.seconds = clock.monotonic() - started
     return report
+
+
+def _update_channel_files(
+    store: Store,
+    channel: str,
+    options: IndexOptions,
+    report: ChannelReport,
+    folders: set[str],
+    listed: list[StoredObject],
+) -> ChannelFilesReport | None:
+    """Make the channel files again when a subdir was published, or when they are not what the subdirs'
+    states make (a regeneration that failed after a publication, files deleted, new formats or settings);
+    a run that changed nothing and finds them current writes nothing (None)."""
+    subdirs = subdirs_in_listing(folders) | report.subdirs.keys()
+    published = any(subdir.written for subdir in report.subdirs.values())
+    if not published:
+        # The states the subdirs' surveys read: only the others are looked at again (a HEAD each).
+        seen = {name: subdir.state_etag for name, subdir in report.subdirs.items() if subdir.state_etag}
+        try:
+            if channel_files_current(store, channel, options, subdirs=subdirs, listed=listed, seen=seen):
+                return None
+        except FatalStoreError:
+            raise
+        except StoreError as error:
+            return ChannelFilesReport(error=one_line_reason(str(error)))
+    return refresh_channel_files(store, channel, options, subdirs=subdirs)
 
 
 def index_subdir(
@@ -97,6 +127,7 @@ def index_subdir(
     if options.dry_run or not survey.has_work(options):
         report = survey.planned_report(subdir.name)
         report.seconds = clock.monotonic() - started
+        report.state_etag = survey.state_etag
         return report
     surveys = [survey]
 

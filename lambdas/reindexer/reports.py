@@ -25,6 +25,25 @@ class Rejection:
 
 
 @dataclass
+class ChannelFilesReport:
+    """What making the channel files (channeldata.json, index.html) again did: the files written (none when
+    their bytes were already there), or why they could not be made; the subdirs' publications stand."""
+
+    written: list[str] = field(default_factory=list)
+    error: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "error": self.error,
+            "attempts": self.attempts,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
 class SubdirReport:
     """What one subdir run did.
 
@@ -49,6 +68,11 @@ class SubdirReport:
     shards_deleted: int = 0
     # The files among `rejected` whose rejection this run decided (new, or for another upload or reason).
     rejected_now: list[str] = field(default_factory=list)
+    # The event path makes the channel files again after a publication (None: it published nothing).
+    channel_files: ChannelFilesReport | None = None
+    # The ETag of the subdir's state as a run found it when it had nothing to write (None otherwise): what
+    # the channel files were made from, if they are current.
+    state_etag: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -70,6 +94,7 @@ class SubdirReport:
             "seconds": round(self.seconds, 3),
             "patch_problems": self.patch_problems,
             "shards_deleted": self.shards_deleted,
+            "channel_files": self.channel_files.to_dict() if self.channel_files else None,
         }
 
 
@@ -82,6 +107,8 @@ class ChannelReport:
     skipped: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # A full run makes the channel files again when a subdir was published or they are not current.
+    channel_files: ChannelFilesReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,4 +130,5 @@ class ChannelReport:
             "rejected": [rejection.to_dict() for rejection in self.rejected],
             "requests": dict(sorted(self.requests.items())),
             "seconds": round(self.seconds, 3),
+            "channel_files": self.channel_files.to_dict() if self.channel_files else None,
         }

@@ -5,7 +5,10 @@ late and out-of-order notifications all converge on what the bucket holds. A fil
 checked with a HEAD and re-read only if its ETag or size changed; an unknown file is read with one GET;
 a file that is gone loses its record. Apart from writing the outputs, an update costs a fixed number of
 requests whatever the size of the subdir: lease PUT, state GET, one HEAD or GET per file, changed shards,
-three outputs, state PUT, lease DELETE.
+the outputs, state PUT, lease DELETE. A publication then makes the channel files again
+(reindexer.channel_files): channel lease PUT, channel state GET, one GET per subdir state, the changed files,
+channel state PUT, lease DELETE. An update with nothing to publish reads the channel state (one GET) to make
+them again if a regeneration was cut short after this subdir's last commit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from .channel_files import channel_files_behind, refresh_channel_files
 from .contract import PATCH_INSTRUCTIONS, REPODATA_JSON
 from .indexer import index_subdir, index_subdir_locked
 from .lease import Lease
@@ -41,7 +45,15 @@ def update_subdir(
     """Bring the records of `filenames` (names inside the subdir folder) in line with the bucket."""
     ref = SubdirRef(store, channel, subdir)
     names = sorted(set(filenames))
-    return run_transaction(ref, options, lambda lease: _update_locked(ref, names, options, lease))
+    report = run_transaction(ref, options, lambda lease: _update_locked(ref, names, options, lease))
+    if report.error is None and (
+        report.written or channel_files_behind(store, channel, subdir, report.state_etag)
+    ):
+        # Committed: now the channel files, which read every subdir's state (noarch may be new too). An
+        # update with nothing to publish makes them again only when they were not made from this subdir's
+        # state: a redelivery after a publication whose regeneration was cut short.
+        report.channel_files = refresh_channel_files(store, channel, options, subdirs={subdir, "noarch"})
+    return report
 
 
 def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, lease: Lease) -> SubdirReport:
@@ -95,6 +107,7 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
         report.written = True
     report.patch_problems = state.patch_problems()
     if not report.written and not state_changed(state, previous):
+        report.state_etag = state_etag
         return report
     commit_state(subdir, state, state_etag, lease)
     return report

@@ -226,7 +226,16 @@ def test_anonymous_listings_of_a_root_channel_cover_the_bucket():
 @pytest.mark.parametrize(
     ("mode", "state"),
     [
-        ("public", [".reindexer/*", "dev/*/.reindexer/*", "prod/*/.reindexer/*"]),
+        (
+            "public",
+            [
+                ".reindexer/*",
+                "dev/*/.reindexer/*",
+                "dev/.reindexer/*",
+                "prod/*/.reindexer/*",
+                "prod/.reindexer/*",
+            ],
+        ),
         ("public-root", ["*/.reindexer/*", ".reindexer/*"]),
     ],
 )
@@ -238,9 +247,14 @@ def test_the_indexer_state_under_every_readable_prefix_is_denied_to_anonymous_re
     assert deny["Action"] == "s3:GetObject"
     assert object_patterns(mode, deny) == state
     readable = object_patterns(mode, bucket_statement(mode, "PublicReadChannel"))
-    # Each readable prefix's subdir states, and the bucket's own (what the indexer learnt of the store).
-    expected = [pattern.removesuffix("*") + "*/.reindexer/*" for pattern in readable] + [".reindexer/*"]
-    assert sorted(expected) == state
+    # Each readable prefix's subdir states and its channel files' lease and state (for a root channel, in the
+    # bucket's folder), and the bucket's own (what the indexer learnt of the store).
+    expected = {
+        pattern.removesuffix("*") + suffix
+        for pattern in readable
+        for suffix in ("*/.reindexer/*", ".reindexer/*")
+    }
+    assert sorted(expected | {".reindexer/*"}) == state
 
 
 @pytest.mark.parametrize("mode", ["public", "public-root"])
@@ -494,6 +508,13 @@ def role_patterns(mode: str, handler: str, action: str) -> list[str]:
 OWN_FILES = ("/repodata.json", "/repodata.json.zst", "/repodata_shards.msgpack.zst", "/shards/*")
 UNPATCHED = ("/repodata_from_packages.json", "/repodata_from_packages.json.zst")
 RUN_EXPORTS = ("/run_exports.json",)
+# Beside a channel's subdirs: its channel files, and their lease and state in the channel's own .reindexer/.
+CHANNEL_OWN = (
+    "/channeldata.json",
+    "/index.html",
+    "/.reindexer/channel-lease.json",
+    "/.reindexer/channel-state.json",
+)
 
 
 @pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
@@ -505,6 +526,7 @@ def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease_
         *OWN_FILES,
         *UNPATCHED,
         *RUN_EXPORTS,
+        *CHANNEL_OWN,
         "/.reindexer/*",
         f"{PROBE_KEY_PREFIX}*",
         STORE_CONDITIONS_KEY,
@@ -514,7 +536,13 @@ def test_functions_write_only_the_indexers_own_keys_and_delete_only_their_lease_
     assert puts and all(pattern.endswith((*own, *edits)) for pattern in puts), puts
     assert not any(".conda" in p or ".tar.bz2" in p for p in puts)
     # The unpatched repodata goes with a subdir's patch instructions; superseded shards: see below.
-    removable = ("/.reindexer/lease.json", f"{PROBE_KEY_PREFIX}*", *UNPATCHED, "/shards/*")
+    removable = (
+        "/.reindexer/lease.json",
+        "/.reindexer/channel-lease.json",
+        f"{PROBE_KEY_PREFIX}*",
+        *UNPATCHED,
+        "/shards/*",
+    )
     assert deletes and all(pattern.endswith(removable) for pattern in deletes), deletes
     assert not any(s["Action"] in ("s3:*", "*") for s in granted)
 

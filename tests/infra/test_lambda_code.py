@@ -114,6 +114,7 @@ def test_bundle_for_this_interpreter_imports_the_handlers_without_site_packages(
     assert report["boto3"] == pins["boto3"]
     assert report["botocore"] == pins["botocore"]
     assert report["conditional_writes"] is True
+    assert report["channel_page"] is True  # Jinja2 and the templates folder are in the bundle
 
 
 @pytest.mark.slow
@@ -128,6 +129,12 @@ def test_arm64_bundle_for_python_3_13_has_aarch64_extensions_and_the_handlers(tm
         assert elf_machine(shared_object) == EM_AARCH64, shared_object
     for module in HANDLER_MODULES:
         assert (bundle / (module.replace(".", "/") + ".py")).is_file()
+    # The package folder is copied whole: the channel page's template, script and style come with it.
+    templates = {path.name for path in (bundle / "reindexer" / "templates").iterdir()}
+    assert templates == {
+        path.name for path in (PROJECT_ROOT / "lambdas" / "reindexer" / "templates").iterdir()
+    }
+    assert (bundle / "jinja2").is_dir() and (bundle / "markupsafe").is_dir()
     assert not list(bundle.rglob("__pycache__"))
     assert not (bundle / "bin").exists()
     assert local_only_files(bundle) == [], "the Lambda asset holds local-only code or dependencies"

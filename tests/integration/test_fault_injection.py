@@ -21,7 +21,7 @@ import pytest
 from moto import mock_aws
 
 from devtools.sample_channel import SamplePackage, build_packages, plan_channel
-from reindexer.contract import join_key
+from reindexer.contract import CHANNEL_LEASE_FILE, join_key
 from reindexer.handlers import package_events
 from reindexer.handlers.wiring import Wiring
 from reindexer.indexer import index_channel
@@ -33,7 +33,13 @@ from reindexer.store import PreconditionFailedError, Store, TransientStoreError
 from reindexer.updater import update_subdir
 from reindexer_cli.lambda_events import LocalLambdaContext
 from reindexer_cli.sqs_worker import poll_once, queue_arn, to_lambda_event
-from tests.support.checks import assert_noop_run, channel_subdirs, check_channel, sha256_hex
+from tests.support.checks import (
+    assert_noop_run,
+    channel_subdirs,
+    check_channel,
+    check_channel_files,
+    sha256_hex,
+)
 from tests.support.events import queue_counts
 from tests.support.stores import Crash, CrashingStore, FlakyStore, StoreWrapper, s3_store
 
@@ -260,8 +266,15 @@ CRASH_ADDED = CRASH_PLAN[12:]  # a new package name in each subdir
 # A file of an existing name in each subdir, and every file of one linux-64 name (its shard goes away).
 CRASH_DELETED = [CRASH_PLAN[number] for number in (0, 1, 7, 9, 11)]
 # Writes and deletes of the change run, in each subdir: lease, 2 shards, 4 outputs (shard index,
-# run_exports.json, repodata.json.zst, repodata.json), state, lease release.
-CRASH_MUTATIONS = 18
+# run_exports.json, repodata.json.zst, repodata.json), state, lease release (9). Then the channel files: their
+# lease, channeldata.json, index.html, the channel state, lease release (5), once after a full run's
+# subdirs, after each subdir on the event path.
+SUBDIR_MUTATIONS = 9
+CHANNEL_FILES_MUTATIONS = 5
+CRASH_MUTATIONS = {
+    "full": 2 * SUBDIR_MUTATIONS + CHANNEL_FILES_MUTATIONS,
+    "event": 2 * (SUBDIR_MUTATIONS + CHANNEL_FILES_MUTATIONS),
+}
 # The crashed run leaves its lease behind. The runs use a lease lifetime of half a second, so the repair
 # run meets a live or recently expired lease, waits for it to expire, and takes it over with If-Match,
 # exactly as a later invocation does after a killed one (no lease file is deleted by hand).
@@ -317,12 +330,15 @@ def test_the_change_run_makes_the_expected_number_of_writes(
 
     RUNS[path](store)
 
-    assert len(store.mutations) == CRASH_MUTATIONS, store.mutations
+    assert len(store.mutations) == CRASH_MUTATIONS[path], store.mutations
     assert sum(mutation.endswith(LEASE_FILE) for mutation in store.mutations) == 2 * len(CRASH_SUBDIRS)
+    channel_lease = sum(mutation.endswith(CHANNEL_LEASE_FILE) for mutation in store.mutations)
+    assert channel_lease == 2 * (len(CRASH_SUBDIRS) if path == "event" else 1)
 
 
-@pytest.mark.parametrize("crash_at", range(CRASH_MUTATIONS + 1))
-@pytest.mark.parametrize("path", sorted(RUNS))
+@pytest.mark.parametrize(
+    ("path", "crash_at"), [(path, at) for path in sorted(RUNS) for at in range(CRASH_MUTATIONS[path] + 1)]
+)
 def test_a_crash_before_any_write_is_repaired_by_the_next_run(
     path: str, crash_at: int, tmp_path: Path, crash_files: dict[str, Path]
 ) -> None:
@@ -330,7 +346,7 @@ def test_a_crash_before_any_write_is_repaired_by_the_next_run(
     crashing = CrashingStore(LocalStore(tmp_path), crash_at)
 
     # crash_at == CRASH_MUTATIONS: the run completes, and the "crash" comes after its last write.
-    with pytest.raises(Crash) if crash_at < CRASH_MUTATIONS else nullcontext():
+    with pytest.raises(Crash) if crash_at < CRASH_MUTATIONS[path] else nullcontext():
         RUNS[path](crashing)
 
     assert len(crashing.mutations) == crash_at
@@ -348,6 +364,9 @@ def test_a_crash_before_any_write_is_repaired_by_the_next_run(
     # run then has nothing to do in that subdir and takes no lease, so the dead writer's lease stays
     # until the next writer takes it over on expiry: harmless, and allowed here.
     check_channel(store, CHANNEL, expected, dead_leases=dead_leases if path == "full" else ())
+    # The channel files list exactly what the subdirs publish: the event path's redelivery makes them again
+    # when a crash cut their regeneration short (the subdir had committed), as the full run does.
+    check_channel_files(store, CHANNEL)
     assert_noop_run(store, CHANNEL)
     assert repair_seconds < 10
 

@@ -14,7 +14,14 @@ from rattler.index import S3Credentials, index_s3
 import reindexer.package_reader
 from devtools.channel_bucket import upload_channel
 from devtools.sample_channel import SamplePackage, build_packages
-from reindexer.contract import REPODATA_JSON, REPODATA_ZST, SHARD_INDEX, STATE_FILE, join_key
+from reindexer.contract import (
+    CHANNEL_STATE_FILE,
+    REPODATA_JSON,
+    REPODATA_ZST,
+    SHARD_INDEX,
+    STATE_FILE,
+    join_key,
+)
 from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
 from reindexer.storage.s3 import S3Endpoint, S3Store
@@ -50,12 +57,14 @@ def test_cold_run_reads_each_package_once_and_publishes_every_subdir(
     assert sorted(report.subdirs) == sorted(SUBDIRS)
     assert report.target == f"s3://{MOTO_BUCKET}/{channel}"
     assert report.rejected == []
-    # Exactly one GET per package and no package HEAD. The only other GETs are the (missing) state files;
-    # the only HEADs check, under the lease, that no one committed a state since the survey.
+    # Exactly one GET per package and no package HEAD. The only other GETs are the (missing) state files,
+    # then the channel files' (the missing channel state, and each subdir's state as committed); the only
+    # HEADs check, under the lease, that no one committed a state since the survey.
     assert moto_calls.package_reads() == dict.fromkeys(files, 1)
     states = {join_key(channel, subdir, STATE_FILE) for subdir in SUBDIRS}
-    assert {key for key in moto_calls.keys("GetObject") if key not in files} == states
-    assert moto_store.requests["GetObject"] == len(files) + len(SUBDIRS)
+    channel_state = join_key(channel, CHANNEL_STATE_FILE)
+    assert {key for key in moto_calls.keys("GetObject") if key not in files} == states | {channel_state}
+    assert moto_store.requests["GetObject"] == len(files) + 2 * len(SUBDIRS) + 1
     assert set(moto_calls.keys("HeadObject")) == states
     assert report.requests == dict(moto_store.requests)
 

@@ -19,6 +19,8 @@ def bundle_report(bundle: str) -> dict[str, Any]:
     import boto3
     import botocore
     import botocore.session
+    import jinja2
+    import markupsafe
     import obstore
     import rattler
     import zstandard
@@ -26,17 +28,33 @@ def bundle_report(bundle: str) -> dict[str, Any]:
     import reindexer
     import reindexer.handlers.full_reindex
     import reindexer.handlers.package_events
+    from reindexer.channel_page import page_of, render_page
+    from reindexer.channeldata import ChannelSnapshot, build_channeldata
     from reindexer.record_schema import checked_run_exports
 
     checked_run_exports({"weak": ["python >=3.10"]})  # rattler's parsers load on first use
+    # The channel page: Jinja2 and the package's templates folder, loaded from the bundle.
+    snapshot = ChannelSnapshot(("noarch",), ())
+    page = render_page(page_of("<bundle>", snapshot, build_channeldata(snapshot)))
     put_object = botocore.session.get_session().get_service_model("s3").operation_model("PutObject")
     put_object_members = set(put_object.input_shape.members) if put_object.input_shape else set()
-    modules: list[ModuleType] = [aws_xray_sdk, boto3, botocore, obstore, rattler, reindexer, zstandard]
+    modules: list[ModuleType] = [
+        aws_xray_sdk,
+        boto3,
+        botocore,
+        jinja2,
+        markupsafe,
+        obstore,
+        rattler,
+        reindexer,
+        zstandard,
+    ]
     return {
         "files": {module.__name__: module.__file__ for module in modules},
         "boto3": boto3.__version__,
         "botocore": botocore.__version__,
         "conditional_writes": {"IfMatch", "IfNoneMatch"} <= put_object_members,
+        "channel_page": b"<title>&lt;bundle&gt; " in page,
     }
 
 

@@ -16,6 +16,8 @@ import msgpack
 import zstandard
 
 from reindexer.contract import (
+    CHANNELDATA_JSON,
+    INDEX_HTML,
     REPODATA_JSON,
     REPODATA_ZST,
     RUN_EXPORTS_JSON,
@@ -207,6 +209,25 @@ def check_channel(
         assert sorted(present_packages(store, channel)) == sorted(expected_sha256)
     for subdir in channel_subdirs(store, channel):
         check_subdir(store, channel, subdir, expected_sha256, dead_leases=dead_leases)
+
+
+def check_channel_files(store: Store, channel: str) -> None:
+    """channeldata.json names exactly the packages the subdirs' repodata.json list (and their subdirs), and
+    index.html names every file of them."""
+    names: dict[str, set[str]] = {}
+    files: list[str] = []
+    for subdir in channel_subdirs(store, channel):
+        repodata = json.loads(store.read(join_key(channel, subdir, REPODATA_JSON))[0])
+        for filename, record in all_records(repodata).items():
+            names.setdefault(record["name"], set()).add(subdir)
+            files.append(filename)
+    document = json.loads(store.read(join_key(channel, CHANNELDATA_JSON))[0])
+    where = store.describe(join_key(channel, CHANNELDATA_JSON))
+    assert {name: set(entry["subdirs"]) for name, entry in document["packages"].items()} == names, where
+    page = store.read(join_key(channel, INDEX_HTML))[0].decode()
+    assert all(f">{filename}</a>" in page for filename in files), store.describe(
+        join_key(channel, INDEX_HTML)
+    )
 
 
 # --- A run with nothing to do -----------------------------------------------------------------------------

@@ -25,6 +25,9 @@ CORE_MODULES = [
     "reindexer.planner",
     "reindexer.indexer",
     "reindexer.store",
+    "reindexer.channeldata",
+    "reindexer.channel_page",
+    "reindexer.channel_files",
 ]
 ALLOWED_AWS_USERS = {"reindexer.storage.s3"}
 AWS_SDKS = {"boto3", "botocore", "obstore"}

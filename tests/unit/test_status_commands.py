@@ -412,8 +412,9 @@ def test_an_upload_indexed_while_waiting_ends_the_wait_and_polls_are_conditional
     assert memory.polls[0] == (None, True)
     assert memory.polls[1:4] == [(first_etag, False)] * 3
     assert memory.polls[4] == (first_etag, True)
-    # Every poll was conditional: the one plain read of the state is the update's own.
-    assert memory.plain_reads.count(join_key(CHANNEL, SUBDIR, STATE_FILE)) == 1
+    # Every poll was conditional: the two plain reads of the state are the update's own (its transaction's,
+    # then the channel files', made again from every subdir's state after the commit).
+    assert memory.plain_reads.count(join_key(CHANNEL, SUBDIR, STATE_FILE)) == 2
 
 
 def test_the_waiter_sends_one_head_and_one_get_per_poll(memory: PollRecorder) -> None:

@@ -83,6 +83,12 @@ def channel(tmp_path: Path, small_channel: tuple[Path, list[SamplePackage]]) -> 
     return Channel(root, staging, packages)
 
 
+def channel_files_reads(channel: Channel) -> int:
+    """What making the channel files again after a publication reads: the channel state and every subdir's
+    state (reindexer.channel_files)."""
+    return 1 + sum(1 for path in channel.root.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
 def update(store: LocalStore, *names: str) -> SubdirReport:
     report = update_subdir(store, "", SUBDIR, names, IndexOptions(jobs=2))
     assert report.error is None, report.to_dict()
@@ -118,7 +124,9 @@ def test_new_file_is_read_with_one_get_and_no_head(channel: Channel) -> None:
     assert (report.updated, report.removed, report.rejected, report.failed) == ([], [], [], [])
     assert report.written
     assert store.requests["head"] == 0
-    assert store.requests["read"] == 2  # the state and the package
+    # The state and the package, then the channel files' reads.
+    assert store.requests["read"] == 2 + channel_files_reads(channel)
+    assert report.channel_files is not None and report.channel_files.error is None
     assert store.requests["list"] == 0
     assert_record_matches_file(channel, NEW)
     assert_outputs_agree(channel)
@@ -145,7 +153,9 @@ def test_duplicate_delivery_reads_nothing_but_the_state_and_rewrites_nothing(cha
 
     assert (report.added, report.updated, report.removed) == ([], [], [])
     assert not report.written
-    assert store.requests["read"] == 1  # the state only, no package
+    # The state, no package; and the channel state, to see the channel files were made from this state.
+    assert store.requests["read"] == 2
+    assert report.channel_files is None
     assert store.requests["head"] == 2  # one per named file
     assert store.requests["write"] == 1  # the lease only
     assert store.requests["list"] == 0
@@ -166,7 +176,8 @@ def test_deleted_file_loses_its_record(channel: Channel) -> None:
     assert KNOWN not in channel.state().packages
     assert NAME_0000 in channel.shard_names()  # two other files of that name remain
     assert store.requests["list"] == 0
-    assert store.requests["read"] == 1  # the state; the deletion was seen with a HEAD
+    # The state (the deletion was seen with a HEAD), then the channel files' reads.
+    assert store.requests["read"] == 1 + channel_files_reads(channel)
     assert_outputs_agree(channel)
 
 
