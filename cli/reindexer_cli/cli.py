@@ -306,6 +306,12 @@ def print_report(report: ChannelReport) -> None:
                     print(f"    {verb}{label} {filename}")
     for rejection in report.rejected:
         print(f"  rejected {rejection.file}: {rejection.reason}")
+    if report.channel_files is not None:
+        files = report.channel_files
+        if files.error:
+            print(f"  channel files: NOT MADE: {files.error}")
+        else:
+            print(f"  channel files: {', '.join(files.written) if files.written else 'unchanged'}")
     requests = ", ".join(f"{kind} {count}" for kind, count in sorted(report.requests.items()))
     print(f"{sum(report.requests.values())} requests ({requests or 'none'}) in {report.seconds:.2f} s")
 
@@ -323,6 +329,8 @@ def _log_problems(report: ChannelReport) -> None:
             logger.warning("%s: %s", name, problem)
         if subdir.error:
             logger.error("could not index %s: %s", name, subdir.error)
+    if report.channel_files is not None and report.channel_files.error:
+        logger.warning("channel files not made: %s", report.channel_files.error)
 
 
 def _shows_progress(args: argparse.Namespace) -> bool:

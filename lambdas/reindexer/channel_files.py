@@ -133,15 +133,16 @@ def refresh_channel_files(
         try:
             with ChannelLease(store, channel, options.lease, clock=clock).hold() as lease:
                 report.written = _refresh_locked(store, channel, options, set(subdirs), lease)
-            report.error = None
+            report.error, report.retry = None, False
             break
         except PreconditionFailedError as error:
             logger.info("%s changed under us (attempt %d): %s", _where(store, channel), attempt, error)
             report.error = f"gave up after {attempt} conflicting updates (last: {error})"
+            report.retry = True
         except FatalStoreError:
             raise
         except StoreError as error:
-            report.error = one_line_reason(str(error))
+            report.error, report.retry = one_line_reason(str(error)), True
             break
         except Exception as error:
             # A bug in the page must not fail the publication that asked for it: logged, reported, and the

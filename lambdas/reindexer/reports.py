@@ -27,10 +27,12 @@ class Rejection:
 @dataclass
 class ChannelFilesReport:
     """What making the channel files (channeldata.json, index.html) again did: the files written (none when
-    their bytes were already there), or why they could not be made; the subdirs' publications stand."""
+    their bytes were already there), or why they could not be made; the subdirs' publications stand.
+    `retry`: the store refused (busy, conflicting, unavailable), so trying again later may work."""
 
     written: list[str] = field(default_factory=list)
     error: str | None = None
+    retry: bool = False
     attempts: int = 1
     seconds: float = 0.0
 
@@ -38,6 +40,7 @@ class ChannelFilesReport:
         return {
             "written": self.written,
             "error": self.error,
+            "retry": self.retry,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
         }

@@ -48,6 +48,7 @@ def test_index_local_folder_exits_0_with_a_human_summary(channel, small_channel,
     for subdir in SUBDIRS:
         count = sum(1 for p in small_channel[1] if p.subdir == subdir)
         assert f"  {subdir}: add {count}, update 0, remove 0, unchanged 0, rejected 0; written" in out
+    assert "  channel files: channeldata.json, index.html\n" in out
     assert "requests (" in out
     assert (channel / "linux-64" / "repodata.json").is_file()
 
@@ -60,6 +61,7 @@ def test_second_run_reports_nothing_to_write(channel, capsys):
 
     out, _ = capsys.readouterr()
     assert "linux-64: add 0, update 0, remove 0, unchanged 6, rejected 0; nothing to write" in out
+    assert "channel files:" not in out  # current: not made again, so nothing to say
 
 
 def test_rejected_files_are_listed_in_the_summary(channel, capsys):

@@ -2,25 +2,31 @@
 handler announces the batch's files (indexed, rejected with the reason, removed) and the subdir's publication,
 never an older rejection or an ignored notice; the full reindex announces its changes but no dry run and no
 old rejection; an operation's republication is a Subdir Published; a failing sink changes no handler's
-answer."""
+answer; a channel-file redraw the store refuses brings the batch back."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from reindexer.channel_events import ChannelEvent, CollectingSink
 from reindexer.config import HandlerSettings
-from reindexer.contract import DetailType, Metric, join_key
+from reindexer.contract import CHANNELDATA_JSON, DetailType, Metric, join_key
 from reindexer.handlers import full_reindex, package_events, runtime
 from reindexer.handlers.wiring import Wiring
 from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
 from reindexer.storage.memory import MemoryStore
+from reindexer.store import TransientStoreError
 from reindexer_cli.lambda_events import LocalLambdaContext, s3_message, sqs_event, sqs_record
 from tests.support.archives import index_json, package_bytes
 from tests.support.clock import FakeClock
+from tests.support.stores import StoreWrapper
+
+T = TypeVar("T")
 
 BUCKET = "channel-bucket"
 CHANNEL = "team/dev"
@@ -255,3 +261,32 @@ def test_a_full_reindex_reports_its_progress_and_only_the_rejections_it_decided(
     assert counted[Metric.SUBDIRS_REINDEXED] == 2  # linux-64 and noarch
     assert counted[Metric.SUBDIRS_SKIPPED] == 0
     assert counted[Metric.PACKAGES_REJECTED] == 0, "OLD_BAD was rejected by an earlier run"
+
+
+class RefusesChannelData(StoreWrapper):
+    """Refuses the first `times` writes of the channel's channeldata.json, as a throttling store would."""
+
+    def __init__(self, inner: MemoryStore, times: int) -> None:
+        super().__init__(inner)
+        self.times = times
+
+    def _around(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        if operation == "write" and key == join_key(CHANNEL, CHANNELDATA_JSON) and self.times > 0:
+            self.times -= 1
+            raise TransientStoreError(f"{key}: injected SlowDown")
+        return call()
+
+
+def test_a_channel_file_redraw_the_store_refuses_sends_the_batch_back_and_the_redelivery_redraws() -> None:
+    channel = Channel()
+    channel.put(NEW, ARCHIVES[NEW])
+    memory = channel.store
+    channel.store = RefusesChannelData(memory, times=1)  # type: ignore[assignment]
+
+    first = channel.notify(NEW)
+
+    assert first == {"batchItemFailures": [{"itemIdentifier": NEW}]}
+    assert "c" not in json.loads(memory.read(join_key(CHANNEL, CHANNELDATA_JSON))[0])["packages"]
+    second = channel.notify(NEW)  # SQS delivers it again
+    assert second == {"batchItemFailures": []}
+    assert "c" in json.loads(memory.read(join_key(CHANNEL, CHANNELDATA_JSON))[0])["packages"]

@@ -9,7 +9,9 @@ What an event says is checked before anything is done with it: a notice for anot
 CHANNEL_BUCKET, for a key that is not a package in a known subdir, or for a channel that breaks the channel
 prefix rule or is outside CHANNEL_PREFIXES is ignored, acknowledged and counted in one "ignored notices" log
 line by reason. One subdir's failure, even a crash, is that subdir's alone: it is logged once, counted, and
-only its messages are returned for redelivery; the other subdirs are still updated.
+only its messages are returned for redelivery; the other subdirs are still updated. So are the messages of
+a subdir whose publication stands but whose channel files the store refused to make again: redelivered,
+the update has nothing to publish and makes them again (reindexer.updater).
 
 Events for automation (reindexer.channel_events) follow each subdir update that committed: a file indexed,
 rejected (only the batch's files: not the older rejections the subdir's state still holds) or removed, and
@@ -195,7 +197,9 @@ def _update(batch: SubdirBatch, budget: TimeBudget, wiring: Wiring) -> set[str]:
     _observe(batch, report, wiring)
     events = subdir_events(batch.bucket, batch.channel, report, judged=batch.filenames.keys())
     wiring.put_events(events, budget.seconds_left(wiring.clock))
-    if report.error:
+    if report.error or (report.channel_files is not None and report.channel_files.retry):
+        # A channel-file redraw the store refused comes back with the batch: the redelivered update has
+        # nothing to publish, finds the channel files behind this subdir's state, and makes them again.
         return set(batch.filenames)
     return {failure.file for failure in report.failed} | set(report.deferred)
 
@@ -221,6 +225,7 @@ def _observe(batch: SubdirBatch, report: SubdirReport, wiring: Wiring, *, crashe
             "attempts": report.attempts,
             "seconds": round(report.seconds, 3),
             "error": report.error,
+            "channel_files": report.channel_files.to_dict() if report.channel_files else None,
         },
     )
     count = MetricUnit.Count
