@@ -8,7 +8,7 @@ suffixes, environment variable names, handler paths, metric names, queue default
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # --- package files ------------------------------------------------------------------------------------------
 CONDA_SUFFIX = ".conda"
@@ -46,6 +46,15 @@ CHANNEL_LEASE_FILE = f"{STATE_FOLDER}/channel-lease.json"
 CHANNEL_STATE_FILE = f"{STATE_FOLDER}/channel-state.json"
 CHANNEL_PRIVATE_FILES = (CHANNEL_LEASE_FILE, CHANNEL_STATE_FILE)
 
+# --- a fan-out full reindex (Step Functions: plan, a Distributed Map of read batches, commit) -------------
+# Each run's objects, in the channel's private folder: `<channel>/.reindexer/runs/<run>/manifest.json` (the
+# packages to read, the Map's ItemReader) and one `results/<batch>.json` per batch; deleted by the commit.
+RUNS_FOLDER = f"{STATE_FOLDER}/runs"
+RUN_MANIFEST = "manifest.json"
+RUN_RESULTS_FOLDER = "results"
+# What a run folder left by an execution that never committed may wait before a later plan deletes it.
+RUN_EXPIRY_DAYS = 7
+
 # --- the keys the indexer writes at the bucket root ---------------------------------------------------------
 BUCKET_STATE_FOLDER = STATE_FOLDER
 STORE_CONDITIONS_KEY = f"{BUCKET_STATE_FOLDER}/store-conditions.json"
@@ -59,6 +68,16 @@ MAX_SHARD_RETENTION_DAYS = 3650
 # --- handlers, logs and metrics -----------------------------------------------------------------------------
 PACKAGE_EVENTS_HANDLER = "reindexer.handlers.package_events.handler"
 FULL_REINDEX_HANDLER = "reindexer.handlers.full_reindex.handler"
+RUN_PLAN_HANDLER = "reindexer.handlers.reindex_steps.plan_handler"
+RUN_READ_HANDLER = "reindexer.handlers.reindex_steps.read_handler"
+RUN_COMMIT_HANDLER = "reindexer.handlers.reindex_steps.commit_handler"
+# The errors the fan-out's read and commit steps raise for work worth trying again (the state machine
+# retries them with backoff): packages not read yet (throttled, the time ran out), a subdir not committed.
+BATCH_INCOMPLETE_ERROR = "BatchIncompleteError"
+COMMIT_INCOMPLETE_ERROR = "CommitIncompleteError"
+# The Distributed Map's defaults: child executions at once, and packages per batch (one read invocation).
+DEFAULT_FANOUT_CONCURRENCY = 100
+DEFAULT_FANOUT_BATCH_ITEMS = 100
 SERVICE_NAME = "reindexer"
 METRICS_NAMESPACE = "Reindexer"
 # Powertools reads these two; the stack sets them to the values above.
@@ -252,6 +271,43 @@ def full_reindex_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
     shards = tuple(join_key(channel, "*", SHARDS_FOLDER, "*") for channel in channels)
     patches = tuple(join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channels)
     return ObjectGrants(read=grants.read, write=(*grants.write, *patches), delete=(*grants.delete, *shards))
+
+
+def run_manifest_patterns(channel_prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The fan-out runs' manifests: what the plan step writes and the state machine's ItemReader reads."""
+    return tuple(join_key(channel, RUNS_FOLDER, "*", RUN_MANIFEST) for channel in channel_prefixes or ("",))
+
+
+def _runs(channel_prefixes: tuple[str, ...], *below: str) -> tuple[str, ...]:
+    return tuple(join_key(channel, RUNS_FOLDER, "*", *below) for channel in channel_prefixes or ("",))
+
+
+def run_plan_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """The fan-out's plan step reads the channel (listings and states), writes its run's manifest and
+    deletes the folders of runs that expired without committing."""
+    channels = channel_prefixes or ("",)
+    return ObjectGrants(
+        read=tuple(join_key(channel, "*") for channel in channels),
+        write=run_manifest_patterns(channel_prefixes),
+        delete=_runs(channel_prefixes),
+    )
+
+
+def run_read_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """The fan-out's read step reads the channel (packages, and its batch's earlier partial result) and
+    writes its batch's result object only."""
+    channels = channel_prefixes or ("",)
+    return ObjectGrants(
+        read=tuple(join_key(channel, "*") for channel in channels),
+        write=_runs(channel_prefixes, RUN_RESULTS_FOLDER, "*"),
+        delete=(),
+    )
+
+
+def run_commit_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
+    """The fan-out's commit step publishes as a full reindex does and deletes its run's objects."""
+    grants = full_reindex_grants(channel_prefixes)
+    return replace(grants, delete=(*grants.delete, *_runs(channel_prefixes)))
 
 
 def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:

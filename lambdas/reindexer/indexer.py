@@ -9,6 +9,7 @@ channel files (reindexer.channel_files), when a subdir was published or they are
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .channel_files import channel_files_current, refresh_channel_files, subdirs_in_listing
@@ -16,7 +17,7 @@ from .contract import PATCH_INSTRUCTIONS, PUBLISHED_FILES, REPODATA_JSON, SHARDS
 from .layout import KNOWN_SUBDIRS, package_extension
 from .lease import Lease
 from .options import IndexOptions
-from .package_fetch import read_packages, recheck_records
+from .package_fetch import Prefetched, read_packages, recheck_records, take_prefetched
 from .patch_sources import PatchPackageSource, patch_changed, refresh_patch_file, refresh_patch_package
 from .planner import SubdirPlan, adopt_repodata, plan_subdir
 from .publication import (
@@ -40,8 +41,11 @@ from .subdir_ref import SubdirRef
 logger = logging.getLogger(__name__)
 
 
-def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelReport:
-    """Index every subdir of a channel (or the requested ones); noarch is always indexed.
+def index_channel(
+    store: Store, channel: str, options: IndexOptions, prefetched: Mapping[str, Prefetched] | None = None
+) -> ChannelReport:
+    """Index every subdir of a channel (or the requested ones); noarch is always indexed. `prefetched`: by
+    subdir, packages read earlier (a fan-out run's batches), taken instead of read while still current.
 
     Raises FatalStoreError when the channel cannot be reached at all; a subdir that fails on its own is
     reported with its error while the others are still indexed.
@@ -51,10 +55,8 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
     report = ChannelReport(target=store.describe(channel), dry_run=options.dry_run)
     root = store.list_folder(channel)
     folders = set(root.folders)
-    if options.subdirs:
-        subdirs = set(options.subdirs) | {"noarch"}
-    else:
-        subdirs = (folders & KNOWN_SUBDIRS) | {"noarch"}
+    subdirs = _subdirs_to_index(folders, options)
+    if not options.subdirs:
         report.rejected = _packages_outside_subdirs(store, channel, root.objects, folders - KNOWN_SUBDIRS)
         if not folders & KNOWN_SUBDIRS:
             logger.warning("no subdir folders under %s: indexing it as an empty channel", report.target)
@@ -66,7 +68,9 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
             report.skipped.append(subdir)
             continue
         try:
-            report.subdirs[subdir] = index_subdir(SubdirRef(store, channel, subdir), options, patch_package)
+            report.subdirs[subdir] = index_subdir(
+                SubdirRef(store, channel, subdir), options, patch_package, (prefetched or {}).get(subdir, {})
+            )
         except FatalStoreError:
             raise
         except Exception as error:
@@ -80,6 +84,22 @@ def index_channel(store: Store, channel: str, options: IndexOptions) -> ChannelR
     report.requests = dict(store.requests)
     report.seconds = clock.monotonic() - started
     return report
+
+
+def packages_to_read(store: Store, channel: str, options: IndexOptions) -> dict[str, list[StoredObject]]:
+    """By subdir, the packages a full run would read now (new or changed ones; with force, all of them):
+    the work of a fan-out run (reindexer.reindex_runs). Reads only: the listings and the states."""
+    subdirs = _subdirs_to_index(set(store.list_folder(channel).folders), options)
+    return {
+        name: _survey(SubdirRef(store, channel, name), options).plan.read for name in sorted(subdirs)
+    }
+
+
+def _subdirs_to_index(folders: set[str], options: IndexOptions) -> set[str]:
+    """The requested subdirs, or every known subdir folder of the channel; noarch always."""
+    if options.subdirs:
+        return set(options.subdirs) | {"noarch"}
+    return (folders & KNOWN_SUBDIRS) | {"noarch"}
 
 
 def _update_channel_files(
@@ -109,7 +129,10 @@ def _update_channel_files(
 
 
 def index_subdir(
-    subdir: SubdirRef, options: IndexOptions, patch_package: PatchPackageSource | None = None
+    subdir: SubdirRef,
+    options: IndexOptions,
+    patch_package: PatchPackageSource | None = None,
+    prefetched: Prefetched | None = None,
 ) -> SubdirReport:
     """Index one subdir from a listing of its folder, retrying when a concurrent indexer commits first.
 
@@ -136,23 +159,26 @@ def index_subdir(
         current = subdir.store.head(subdir.key(STATE_FILE))
         if (current.etag if current else None) != surveys[-1].state_etag:
             surveys.append(_survey(subdir, options, patch_package))
-        return _index_surveyed(subdir, options, lease, surveys[-1])
+        return _index_surveyed(subdir, options, lease, surveys[-1], prefetched or {})
 
     return run_transaction(subdir, options, locked)
 
 
 def index_subdir_locked(subdir: SubdirRef, options: IndexOptions, lease: Lease) -> SubdirReport:
     """The body of a full subdir index; the caller holds the subdir's lease."""
-    return _index_surveyed(subdir, options, lease, _survey(subdir, options))
+    return _index_surveyed(subdir, options, lease, _survey(subdir, options), {})
 
 
-def _index_surveyed(subdir: SubdirRef, options: IndexOptions, lease: Lease, survey: _Survey) -> SubdirReport:
+def _index_surveyed(
+    subdir: SubdirRef, options: IndexOptions, lease: Lease, survey: _Survey, prefetched: Prefetched
+) -> SubdirReport:
     previous, plan = survey.previous, survey.plan
     report = SubdirReport(subdir.name, removed=list(plan.removed), unchanged=len(plan.keep))
     # The outputs, shard digests and settings carry over until publish_outputs replaces them.
     state = replace(previous, packages=dict(plan.keep), rejected=dict(plan.rejected), schema=RECORD_SCHEMA)
     outcomes = recheck_records(plan.keep, subdir.name, previous.schema)
-    outcomes += read_packages(subdir, plan.read, options)
+    taken, to_read = take_prefetched(plan.read, prefetched)
+    outcomes += taken + read_packages(subdir, to_read, options)
     fold_outcomes(state, previous, outcomes, report)
     refresh_patch_file(subdir, state, survey.listed.get(PATCH_INSTRUCTIONS))
     refresh_patch_package(subdir, state, survey.patch_package)

@@ -40,6 +40,8 @@ class Deferred:
 
 
 Outcome = IndexedPackage | RejectedFile | Gone | Failed | Deferred
+# Verdicts reached earlier (by a fan-out run's read batches), by file name in one subdir.
+Prefetched = Mapping[str, IndexedPackage | RejectedFile]
 
 
 def read_package(store: Store, subdir: str, obj: StoredObject, *, max_size: int) -> Outcome:
@@ -120,6 +122,22 @@ def recheck_records(
         if text != package.record:
             outcomes.append((stored, replace(package, record=text)))
     return outcomes
+
+
+def take_prefetched(
+    objects: list[StoredObject], prefetched: Prefetched
+) -> tuple[list[tuple[StoredObject, Outcome]], list[StoredObject]]:
+    """The outcomes of `objects` read earlier, for each one still the upload that was read (same ETag and
+    size), and the objects left to read now."""
+    taken: list[tuple[StoredObject, Outcome]] = []
+    left: list[StoredObject] = []
+    for obj in objects:
+        verdict = prefetched.get(obj.name)
+        if verdict is not None and (verdict.etag, verdict.size) == (obj.etag, obj.size):
+            taken.append((obj, verdict))
+        else:
+            left.append(obj)
+    return taken, left
 
 
 def read_packages(

@@ -38,7 +38,7 @@ from ..operations import (
 )
 from ..options import IndexOptions
 from ..patches import PatchError, PatchInstructions
-from ..reports import SubdirReport
+from ..reports import ChannelReport, SubdirReport
 from ..store import Store, StoreError
 from ..subdir_ref import SubdirRef
 from .runtime import logger, metrics, quoted, seconds_left
@@ -226,10 +226,18 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         logger.exception(f"full reindex of {target} crashed")
         metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": _crash_reason(error)}
+    observe_full_run(request.bucket, request.channel, report, request.force, wiring, context)
+    return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
+
+
+def observe_full_run(
+    bucket: str, channel: str, report: ChannelReport, force: bool, wiring: Wiring, context: LambdaContext
+) -> None:
+    """A full run's log lines, metrics and events for automation (none for a dry run)."""
     for name, subdir in sorted(report.subdirs.items()):
         logger.info(
             "subdir reindexed",
-            extra={"bucket": request.bucket, "channel": request.channel, "subdir": name, **subdir.to_dict()},
+            extra={"bucket": bucket, "channel": channel, "subdir": name, **subdir.to_dict()},
         )
         count = MetricUnit.Count
         metrics.add_metric(name=Metric.PACKAGES_INDEXED, unit=count, value=len(subdir.added + subdir.updated))
@@ -246,16 +254,13 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         unit=MetricUnit.Count,
         value=len(report.subdirs) - done + len(report.skipped),
     )
-    if not request.dry_run:
+    if not report.dry_run:
         events = [
             event
             for _, subdir in sorted(report.subdirs.items())
-            for event in subdir_events(
-                request.bucket, request.channel, subdir, judged=_judged(subdir, request.force)
-            )
+            for event in subdir_events(bucket, channel, subdir, judged=_judged(subdir, force))
         ]
         wiring.put_events(_publications_first(events), seconds_left(context) - END_MARGIN_SECONDS)
-    return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
 
 
 def _judged(report: SubdirReport, force: bool) -> Collection[str]:
