@@ -5,7 +5,9 @@ event path committed meanwhile and reads what was uploaded since the plan; resul
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -175,7 +177,9 @@ def test_the_commit_keeps_event_updates_and_reads_uploads_made_after_the_plan() 
         ),
     ],
 )
-def test_a_tampered_result_object_is_not_published_and_its_packages_are_read_again(tamper) -> None:  # type: ignore[no-untyped-def]
+def test_a_tampered_result_object_is_not_published_and_its_packages_are_read_again(
+    tamper: Callable[[dict[str, Any]], None],
+) -> None:
     store, reference = channel(4), channel(4)
     plan = plan_run(store, CHANNEL, RUN, options(store))
     assert plan.manifest_key is not None
