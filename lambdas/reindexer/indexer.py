@@ -90,9 +90,7 @@ def packages_to_read(store: Store, channel: str, options: IndexOptions) -> dict[
     """By subdir, the packages a full run would read now (new or changed ones; with force, all of them):
     the work of a fan-out run (reindexer.reindex_runs). Reads only: the listings and the states."""
     subdirs = _subdirs_to_index(set(store.list_folder(channel).folders), options)
-    return {
-        name: _survey(SubdirRef(store, channel, name), options).plan.read for name in sorted(subdirs)
-    }
+    return {name: _survey(SubdirRef(store, channel, name), options).plan.read for name in sorted(subdirs)}
 
 
 def _subdirs_to_index(folders: set[str], options: IndexOptions) -> set[str]:
