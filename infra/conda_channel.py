@@ -24,8 +24,10 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct, IConstruct
+from constructs import Construct
 
+from infra.nag import acknowledge, acknowledge_wildcards
+from infra.reindex_workflow import ReindexWorkflow
 from infra.settings import ChannelSettings, FunctionSettings
 from reindexer.contract import (
     ACCESS_VARIABLE,
@@ -46,6 +48,9 @@ from reindexer.contract import (
     PACKAGE_SUFFIXES,
     PREFIXES_VARIABLE,
     REPODATA_PATCH_VARIABLE,
+    RUN_COMMIT_HANDLER,
+    RUN_PLAN_HANDLER,
+    RUN_READ_HANDLER,
     SERVICE_NAME,
     SERVICE_NAME_VARIABLE,
     SHARD_RETENTION_VARIABLE,
@@ -58,6 +63,9 @@ from reindexer.contract import (
     notification_filters,
     operator_grants,
     private_state_patterns,
+    run_commit_grants,
+    run_plan_grants,
+    run_read_grants,
 )
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
@@ -142,7 +150,8 @@ class CondaChannel(Construct):
             "(under <subdir>/shards/, once unreferenced for shard_retention_days); the probe of the "
             "store's conditional requests uses scratch objects with random names.",
         )
-        for function in (self.event_function, self.reindex_function):
+        self.workflow = self._reindex_workflow(code)
+        for function in (self.event_function, self.reindex_function, self.workflow.functions[2]):
             self._grant_channel_events(function)
         self.reconcile_dead_letters, self.reconcile_schedules = self._reconcile_schedules()
 
@@ -298,6 +307,55 @@ class CondaChannel(Construct):
             role=role,
         )
 
+    def _reindex_workflow(self, code: lambda_.Code) -> ReindexWorkflow:
+        """The fan-out full reindex: a function per step, each with the grants of its step only (the
+        commit's are the full reindex's and the run folders' deletion), and the state machine."""
+        prefixes = self.settings.channel_prefixes
+        steps = []
+        for name, handler, grants, description, reason in (
+            (
+                "RunPlan",
+                RUN_PLAN_HANDLER,
+                run_plan_grants(prefixes),
+                "Full reindex, fan-out: plan the packages to read",
+                "Reads the channel (listings, states); writes a run's manifest under the runs folder and "
+                "deletes expired runs there; run names are execution names, unknown at deploy time.",
+            ),
+            (
+                "RunRead",
+                RUN_READ_HANDLER,
+                run_read_grants(prefixes),
+                "Full reindex, fan-out: read one batch of packages",
+                "Reads the channel's packages; writes only its batch's result object under the runs folder; "
+                "run names are execution names, unknown at deploy time.",
+            ),
+            (
+                "RunCommit",
+                RUN_COMMIT_HANDLER,
+                run_commit_grants(prefixes),
+                "Full reindex, fan-out: commit the batches' results",
+                "Publishes as the full reindex does (see its function) and deletes its run's objects under "
+                "the runs folder; subdir folders and run names are not known at deploy time.",
+            ),
+        ):
+            function = self._function(
+                f"{name}Function", handler, self.settings.reindex_function, code, description
+            )
+            self._grant_indexing(function, grants, reason)
+            steps.append(function)
+        plan, read, commit = steps
+        return ReindexWorkflow(
+            self,
+            "FanoutReindex",
+            bucket=self.bucket,
+            channel_prefixes=prefixes,
+            plan=plan,
+            read=read,
+            commit=commit,
+            concurrency=self.settings.fanout_concurrency,
+            batch_items=self.settings.fanout_batch_items,
+        )
+
     def _grant_indexing(self, function: lambda_.Function, grants: ObjectGrants, reason: str) -> None:
         """Read everything in the channels, write only the indexer's own keys, delete only what `grants`
         name (leases and probes; superseded shards for the full reindex)."""
@@ -312,13 +370,14 @@ class CondaChannel(Construct):
                     ("s3:PutObject", grants.write),
                     ("s3:DeleteObject", grants.delete),
                 )
+                if patterns
             ),
         ]
         for statement in statements:
             function.add_to_role_policy(statement)
         role = function.role
         assert role is not None
-        self._acknowledge_object_patterns(
+        acknowledge_wildcards(
             role,
             [
                 bucket.arn_for_objects(pattern)
@@ -327,7 +386,7 @@ class CondaChannel(Construct):
             ],
             reason,
         )
-        _acknowledge(
+        acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.",
@@ -359,20 +418,20 @@ class CondaChannel(Construct):
 
     def _acknowledge_design_choices(self) -> None:
         """cdk-nag findings that are deliberate, each with the reason next to the resource it concerns."""
-        for function in (self.event_function, self.reindex_function):
-            _acknowledge(
+        for function in (self.event_function, self.reindex_function, *self.workflow.functions):
+            acknowledge(
                 function,
                 "AwsSolutions-L1",
                 "Python 3.13 is the runtime the bundled cp313 wheels are built for; both move together.",
             )
-        _acknowledge(
+        acknowledge(
             self.bucket,
             "AwsSolutions-S1",
             "Server access logs need a second bucket per channel; use CloudTrail S3 data events for an audit "
             "trail of uploads and reads.",
         )
         if self.settings.public:
-            _acknowledge(
+            acknowledge(
                 self.bucket,
                 "AwsSolutions-S2",
                 "access=public was chosen: anonymous clients may only s3:GetObject and s3:ListBucket under "
@@ -381,18 +440,13 @@ class CondaChannel(Construct):
         stack = cdk.Stack.of(self)
         for child in stack.node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
-                _acknowledge(
+                acknowledge(
                     child,
                     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                     "AWSLambdaBasicExecutionRole]",
                     "CDK's own singleton that configures bucket notifications at deploy time; its role is "
                     "managed by aws-cdk-lib.",
                 )
-
-    def _acknowledge_object_patterns(self, scope: IConstruct, arns: list[str], reason: str) -> None:
-        """Acknowledge cdk-nag's wildcard finding for exactly these object patterns, nothing broader."""
-        for arn in arns:
-            _acknowledge(scope, f"AwsSolutions-IAM5[Resource::{_nag_reference(self, arn)}]", reason)
 
     # --- reconciliation --------------------------------------------------------------------------------
 
@@ -409,7 +463,7 @@ class CondaChannel(Construct):
             enforce_ssl=True,
             retention_period=cdk.Duration.days(14),
         )
-        _acknowledge(
+        acknowledge(
             dead_letters,
             "AwsSolutions-SQS3",
             "This queue is the dead-letter queue of the reconciliation schedules (their DeadLetterConfig).",
@@ -447,7 +501,7 @@ class CondaChannel(Construct):
             for prefix in self._channel_prefixes()
         ]
         # Lambda's invoke grant covers the function's versions and aliases too (`<arn>:*`); still only it.
-        self._acknowledge_object_patterns(
+        acknowledge_wildcards(
             role,
             [f"{self.reindex_function.function_arn}:*"],
             "The scheduler may invoke the full-reindex function only: the pattern is its own qualified ARN "
@@ -484,7 +538,7 @@ class CondaChannel(Construct):
                 )
             ],
         )
-        self._acknowledge_object_patterns(
+        acknowledge_wildcards(
             policy,
             packages,
             "Packagers upload into any subdir of the channel; the patterns only match package file names.",
@@ -505,9 +559,7 @@ class CondaChannel(Construct):
                 ),
             ],
         )
-        self._acknowledge_object_patterns(
-            policy, objects, "Readers may read everything under the channel prefix."
-        )
+        acknowledge_wildcards(policy, objects, "Readers may read everything under the channel prefix.")
         return policy
 
     def _operator_policy(self) -> iam.ManagedPolicy:
@@ -570,7 +622,7 @@ class CondaChannel(Construct):
                 ),
             ],
         )
-        self._acknowledge_object_patterns(
+        acknowledge_wildcards(
             policy,
             [
                 bucket.arn_for_objects(pattern)
@@ -580,6 +632,7 @@ class CondaChannel(Construct):
             "Operators edit the patch instructions of any subdir of the channel; the patterns only match "
             "patch_instructions.json.",
         )
+        self.workflow.allow_operators(policy)
         return policy
 
     # --- operations ------------------------------------------------------------------------------------
@@ -634,6 +687,7 @@ class CondaChannel(Construct):
                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 )
             )
+        alarms += self.workflow.alarms()
         alarms.append(
             cloudwatch.Alarm(
                 self,
@@ -763,6 +817,7 @@ class CondaChannel(Construct):
                 width=8,
             ),
         )
+        dashboard.add_widgets(*self.workflow.dashboard_widgets(DASHBOARD_PERIOD))
         return dashboard
 
     def _outputs(self) -> None:
@@ -805,6 +860,23 @@ class CondaChannel(Construct):
                 ],
             ),
             description="Start a full reindex from a shell",
+        )
+        machine = self.workflow.state_machine.state_machine_arn
+        cdk.CfnOutput(
+            self,
+            "FanoutReindexStateMachineArn",
+            value=machine,
+            description="The full reindex of a channel of any size (Step Functions); see its map runs in the "
+            "console",
+        )
+        cdk.CfnOutput(
+            self,
+            "FanoutReindexCommand",
+            value=cdk.Fn.join(
+                "",
+                ["aws stepfunctions start-execution --state-machine-arn ", machine, f" --input '{payload}'"],
+            ),
+            description="Start a fan-out full reindex from a shell",
         )
         cdk.CfnOutput(self, "PublisherPolicyArn", value=self.publisher_policy.managed_policy_arn)
         cdk.CfnOutput(self, "OperatorPolicyArn", value=self.operator_policy.managed_policy_arn)
@@ -868,29 +940,6 @@ def _indexer_metric(name: str, statistic: str, label: str | None = None) -> clou
         period=DASHBOARD_PERIOD,
         label=label or statistic,
     )
-
-
-def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
-    cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason))
-
-
-def _nag_reference(construct: Construct, arn: str) -> str:
-    """How cdk-nag names an ARN in a finding: tokens become `<LogicalId.Attribute>`."""
-    stack = cdk.Stack.of(construct)
-    resolved = stack.resolve(arn)
-    if isinstance(resolved, str):
-        return resolved
-    parts = resolved.get("Fn::Join", ["", []])[1]
-    rendered = []
-    for part in parts:
-        if isinstance(part, str):
-            rendered.append(part)
-        elif "Fn::GetAtt" in part:
-            logical_id, attribute = part["Fn::GetAtt"]
-            rendered.append(f"<{logical_id}.{attribute}>")
-        elif "Ref" in part:
-            rendered.append(f"<{part['Ref']}>")
-    return "".join(rendered)
 
 
 def _construct_suffix(prefix: str) -> str:

@@ -14,10 +14,14 @@ from typing import Any
 
 from reindexer.contract import (
     ACCESS_MODES,
+    DEFAULT_FANOUT_BATCH_ITEMS,
+    DEFAULT_FANOUT_CONCURRENCY,
     DEFAULT_MAX_PACKAGE_MB,
     DEFAULT_READ_JOBS,
     DEFAULT_SHARD_RETENTION_DAYS,
     LAMBDA_MAX_EPHEMERAL_MB,
+    MAX_FANOUT_BATCH_ITEMS,
+    MAX_FANOUT_CONCURRENCY,
     MAX_PACKAGE_MB_LIMIT,
     MAX_READ_JOBS,
     MAX_SHARD_RETENTION_DAYS,
@@ -57,6 +61,8 @@ CONTEXT_KEYS = (
     "repodata_patch",
     "reconcile_schedule",
     "mail_rejections",
+    "fanout_concurrency",
+    "fanout_batch_items",
 )
 
 
@@ -94,6 +100,9 @@ class ChannelSettings:
     reconcile_schedule: str | None = DEFAULT_RECONCILE_SCHEDULE
     # "auto", "on" or "off": see `mails_rejections`.
     mail_rejections: str = "auto"
+    # The fan-out full reindex's Distributed Map: read batches at once, and packages per batch.
+    fanout_concurrency: int = DEFAULT_FANOUT_CONCURRENCY
+    fanout_batch_items: int = DEFAULT_FANOUT_BATCH_ITEMS
 
     @property
     def public(self) -> bool:
@@ -157,6 +166,12 @@ class ChannelSettings:
             repodata_patch=_package_name(context, "repodata_patch"),
             reconcile_schedule=_schedule(context, "reconcile_schedule"),
             mail_rejections=_choice(context, "mail_rejections", MAIL_REJECTIONS, "auto"),
+            fanout_concurrency=_number(
+                context, "fanout_concurrency", DEFAULT_FANOUT_CONCURRENCY, 1, MAX_FANOUT_CONCURRENCY
+            ),
+            fanout_batch_items=_number(
+                context, "fanout_batch_items", DEFAULT_FANOUT_BATCH_ITEMS, 1, MAX_FANOUT_BATCH_ITEMS
+            ),
         )
 
 

@@ -78,6 +78,11 @@ COMMIT_INCOMPLETE_ERROR = "CommitIncompleteError"
 # The Distributed Map's defaults: child executions at once, and packages per batch (one read invocation).
 DEFAULT_FANOUT_CONCURRENCY = 100
 DEFAULT_FANOUT_BATCH_ITEMS = 100
+# A Distributed Map runs at most 10,000 child executions at once. A batch is one state input (256 KiB at
+# most); the ItemBatcher also stops a batch at FANOUT_BATCH_BYTES, room for ~300 items with long names.
+MAX_FANOUT_CONCURRENCY = 10000
+MAX_FANOUT_BATCH_ITEMS = 1000
+FANOUT_BATCH_BYTES = 128 * 1024
 SERVICE_NAME = "reindexer"
 METRICS_NAMESPACE = "Reindexer"
 # Powertools reads these two; the stack sets them to the values above.

@@ -688,14 +688,17 @@ def test_operator_policy_may_start_the_full_reindex_and_redrive_the_dead_letters
     assert any("sqs:StartMessageMoveTask" in s["Action"] for s in granted)
 
 
-def test_alarms_on_dead_letters_and_function_errors_notify_the_topic_and_the_email():
+def test_alarms_on_dead_letters_function_errors_and_fanout_executions_notify_the_topic_and_the_email():
     alarms = resources("public", "AWS::CloudWatch::Alarm")
     topic = next(iter(resources("public", "AWS::SNS::Topic")))
-    assert len(alarms) == 5
+    assert len(alarms) == 8
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     metrics = sorted(a["Properties"]["MetricName"] for a in alarms.values())
     visible = "ApproximateNumberOfMessagesVisible"
-    assert metrics == [visible, visible, "Errors", "Errors", "SubdirUpdateFailures"]
+    assert metrics == sorted(
+        [visible, visible, "Errors", "Errors", "SubdirUpdateFailures"]
+        + ["ExecutionsAborted", "ExecutionsFailed", "ExecutionsTimedOut"]
+    )
     # One dead-letter alarm per dead-letter queue: package events and scheduled reconciliations.
     queues = sorted(
         a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
@@ -724,6 +727,8 @@ def test_outputs_tell_users_where_the_channel_is_and_how_to_reindex(mode):
         "AlarmTopicArn",
         "ReconcileSchedules",
         "DashboardUrl",
+        "FanoutReindexStateMachineArn",
+        "FanoutReindexCommand",
     ):
         assert any(name.startswith(f"Channel{expected}") for name in names), expected
     assert any(name.startswith("ChannelPublicChannelUrls") for name in names) == (mode == "public")
@@ -815,7 +820,7 @@ def test_reconcile_schedule_off_deploys_no_schedule_role_queue_alarm_or_output()
     assert "scheduler.amazonaws.com" not in flat(resources("unscheduled", "AWS::IAM::Role"))
     assert not any(k.startswith("ChannelReconcile") for k in template("unscheduled")["Resources"])
     assert len(resources("unscheduled", "AWS::SQS::Queue")) == 2
-    assert len(resources("unscheduled", "AWS::CloudWatch::Alarm")) == 4
+    assert len(resources("unscheduled", "AWS::CloudWatch::Alarm")) == 7
     assert not any(name.startswith("ChannelReconcile") for name in template("unscheduled")["Outputs"])
 
 
@@ -1036,7 +1041,7 @@ def test_the_dashboard_graphs_only_metrics_the_handlers_emit():
     emitted = {value for key, value in vars(Metric).items() if key.isupper()}
     assert {name for name, _ in indexer_metrics("public")} <= emitted
     namespaces = {g["namespace"] for g in graphed("public")}
-    assert namespaces == {METRICS_NAMESPACE, "AWS/SQS", "AWS/Lambda"}
+    assert namespaces == {METRICS_NAMESPACE, "AWS/SQS", "AWS/Lambda", "AWS/States"}
 
 
 @pytest.mark.parametrize(("mode", "count"), [("public", 2), ("unscheduled", 1)])
@@ -1273,7 +1278,8 @@ def test_app_passes_read_jobs_and_package_size_from_the_context_to_the_functions
         "AWS::Lambda::Function", {"Properties": {"Environment": {"Variables": {JOBS_VARIABLE: "2"}}}}
     )
 
-    assert len(functions) == 2
+    # The event function, the full-reindex function and the fan-out's three steps.
+    assert len(functions) == 5
     for found in functions.values():
         assert found["Properties"]["Environment"]["Variables"][MAX_PACKAGE_VARIABLE] == "100"
         assert found["Properties"]["EphemeralStorage"] == {"Size": ephemeral_storage_mb(2, 100)}
