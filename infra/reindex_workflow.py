@@ -112,11 +112,8 @@ class ReindexWorkflow(Construct):
             item_batcher=sfn.ItemBatcher(
                 max_items_per_batch=batch_items,
                 max_input_bytes_per_batch=FANOUT_BATCH_BYTES,
-                batch_input={
-                    "bucket": sfn.JsonPath.string_at("$.bucket"),
-                    "channel": sfn.JsonPath.string_at("$.channel"),
-                    "run": sfn.JsonPath.string_at("$.run"),
-                },
+                # CDK renders BatchInput as given: paths need their ".$" keys spelled out.
+                batch_input={"bucket.$": "$.bucket", "channel.$": "$.channel", "run.$": "$.run"},
             ),
             max_concurrency=concurrency,
             # Any batch that failed past its retries fails the map: reported, never dropped. The commit

@@ -36,6 +36,7 @@ from reindexer.contract import (
     PREFIXES_VARIABLE,
     PROBE_KEY_PREFIX,
     REPODATA_PATCH_VARIABLE,
+    RUN_COMMIT_HANDLER,
     SERVICE_NAME,
     SHARD_RETENTION_VARIABLE,
     STORE_CONDITIONS_KEY,
@@ -65,6 +66,8 @@ TUNED = {
     "shard_retention_days": "30",
     "repodata_patch": "channel-repodata-patches",
     "reconcile_schedule": "rate(12 hours)",
+    "fanout_concurrency": "1000",
+    "fanout_batch_items": "40",
 }
 UNSCHEDULED = {"reconcile_schedule": "off"}
 # An alarm e-mail without the mail of rejected packages.
@@ -695,10 +698,8 @@ def test_alarms_on_dead_letters_function_errors_and_fanout_executions_notify_the
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     metrics = sorted(a["Properties"]["MetricName"] for a in alarms.values())
     visible = "ApproximateNumberOfMessagesVisible"
-    assert metrics == sorted(
-        [visible, visible, "Errors", "Errors", "SubdirUpdateFailures"]
-        + ["ExecutionsAborted", "ExecutionsFailed", "ExecutionsTimedOut"]
-    )
+    executions = ["ExecutionsAborted", "ExecutionsFailed", "ExecutionsTimedOut"]
+    assert metrics == sorted([visible, visible, "Errors", "Errors", "SubdirUpdateFailures", *executions])
     # One dead-letter alarm per dead-letter queue: package events and scheduled reconciliations.
     queues = sorted(
         a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
@@ -860,8 +861,8 @@ def action_allowed(granted: Any, action: str) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["private", "public", "tuned"])
-@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER])
-def test_both_functions_may_put_only_the_indexers_events_and_only_on_the_default_bus(mode, handler):
+@pytest.mark.parametrize("handler", [EVENT_HANDLER, REINDEX_HANDLER, RUN_COMMIT_HANDLER])
+def test_the_publishing_functions_may_put_only_the_indexers_events_and_only_on_the_default_bus(mode, handler):
     granted = role_statements(mode, handler)
     role = function(mode, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
     on_events = [s for s in granted if action_allowed(s["Action"], "events:PutEvents")]
@@ -1132,6 +1133,10 @@ def test_the_dashboard_is_named_after_the_stack_and_its_url_is_an_output(mode):
         ({"reconcile_schedule": "cron(0 3 * * ? *)\nrate(1 day)"}, "reconcile_schedule"),
         ({"mail_rejections": "yes"}, "mail_rejections"),
         ({"mail_rejections": True}, "mail_rejections"),
+        ({"fanout_concurrency": "0"}, "fanout_concurrency"),
+        ({"fanout_concurrency": "10001"}, "fanout_concurrency"),
+        ({"fanout_batch_items": "0"}, "fanout_batch_items"),
+        ({"fanout_batch_items": "1001"}, "fanout_batch_items"),
     ],
 )
 def test_bad_settings_fail_synth_with_one_line_naming_the_key(context, key):
