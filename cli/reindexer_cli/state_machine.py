@@ -1158,9 +1158,13 @@ class LocalStateMachine:
                 for index, item in enumerate(items)
             ]
         limit = state.get("MaxConcurrency", 0) or self._max_threads
-        if not distributed:
-            return self._inline(name, processor, items, context, stats, limit)
-        return self._distributed(name, state, processor, items, effective, context, stats, limit)
+        if distributed:
+            results = self._distributed(name, state, processor, items, effective, context, stats, limit)
+        else:
+            results = self._inline(name, processor, items, context, stats, limit)
+        # Without a ResultWriter, the children's outputs come back to the state whatever its ResultPath.
+        _check_size(results, f"The result of state '{name}'")
+        return results
 
     def _read_items(self, reader: Mapping[str, Any], effective: Any, context: Mapping[str, Any]) -> list[Any]:
         location = _render(reader["Parameters"], effective, context)
