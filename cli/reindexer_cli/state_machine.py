@@ -967,18 +967,14 @@ class LocalStateMachine:
             )
         effective = _select(state.get("InputPath", "$"), data, context, "InputPath")
         if kind == "Choice":
-            for rule in state["Choices"]:
-                if _holds(rule, effective, context):
-                    return rule["Next"], _select(
-                        state.get("OutputPath", "$"), effective, context, "OutputPath"
-                    )
-            if "Default" in state:
-                return state["Default"], _select(
-                    state.get("OutputPath", "$"), effective, context, "OutputPath"
+            rules = state["Choices"]
+            chosen = next((rule["Next"] for rule in rules if _holds(rule, effective, context)), None)
+            chosen = chosen or state.get("Default")
+            if chosen is None:
+                raise StatesError(
+                    "States.NoChoiceMatched", f"No Matches! (state '{name}', input {_shown(effective)})"
                 )
-            raise StatesError(
-                "States.NoChoiceMatched", f"No Matches! (state '{name}', input {_shown(effective)})"
-            )
+            return chosen, _select(state.get("OutputPath", "$"), effective, context, "OutputPath")
         if kind in ("Succeed", "Wait"):
             if kind == "Wait":
                 self._sleep(self._wait_seconds(state, effective, context))
