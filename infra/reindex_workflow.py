@@ -138,10 +138,8 @@ class ReindexWorkflow(Construct):
         )
         committed.add_retry(errors=[COMMIT_INCOMPLETE_ERROR], **_backoff(10, 5, 300))
         committed.add_retry(errors=LAMBDA_TRANSIENT_ERRORS, **_backoff(2, 6, 60))
-        commit_failed = sfn.Fail(
-            self, "CommitFailed", error="CommitFailed", cause_path="$.commit_error.Cause"
-        )
-        committed.add_catch(commit_failed, errors=["States.ALL"], result_path="$.commit_error")
+        # No Catch: a commit that still fails fails the execution at this task, with the function's error, so
+        # a redrive of the execution resumes here with every batch's results in place.
         read_map.add_catch(committed, errors=["States.ALL"], result_path="$.read_error")
         read_map.next(committed)
 

@@ -273,7 +273,7 @@ def test_a_fanout_reindex_survives_throttling_concurrent_events_a_failed_batch_a
     second.refuse = {RUN_COMMIT_HANDLER: (1, "Runtime.ExitError")}
     crashed = channel.run("second", second, delays)
 
-    assert (crashed.status, crashed.error) == ("FAILED", "CommitFailed"), crashed
+    assert (crashed.status, crashed.error) == ("FAILED", "Runtime.ExitError"), crashed
     assert second.invocations == [RUN_PLAN_HANDLER, RUN_READ_HANDLER, RUN_COMMIT_HANDLER]
     assert channel.indexed() == before
     channel.notify(added[0])  # a late notice: the event path indexes one of them meanwhile
