@@ -76,6 +76,8 @@ class SubdirReport:
     # The ETag of the subdir's state as a run found it when it had nothing to write (None otherwise): what
     # the channel files were made from, if they are current.
     state_etag: str | None = None
+    # The noarch index an event-path update of a new channel published first (every channel has one).
+    noarch_first: SubdirReport | None = None
 
     @property
     def complete(self) -> bool:

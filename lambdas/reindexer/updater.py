@@ -62,8 +62,10 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
         # A subdir seen for the first time, or whose state was lost: one full index from a listing builds it.
         # A new channel also needs noarch/repodata.json; it is made first, so if that fails this subdir is
         # not committed either and the redelivered event tries both again.
-        _ensure_noarch(subdir, options)
-        return index_subdir_locked(subdir, options, lease)
+        noarch = _ensure_noarch(subdir, options)
+        report = index_subdir_locked(subdir, options, lease)
+        report.noarch_first = noarch
+        return report
 
     state = replace(
         previous,
@@ -113,11 +115,12 @@ def _update_locked(subdir: SubdirRef, names: list[str], options: IndexOptions, l
     return report
 
 
-def _ensure_noarch(subdir: SubdirRef, options: IndexOptions) -> None:
-    """Publish the (possibly empty) noarch index of a channel that has none yet."""
+def _ensure_noarch(subdir: SubdirRef, options: IndexOptions) -> SubdirReport | None:
+    """Publish the (possibly empty) noarch index of a channel that has none yet; its report, if it did."""
     noarch = SubdirRef(subdir.store, subdir.channel, "noarch")
     if subdir.name == "noarch" or subdir.store.head(noarch.key(REPODATA_JSON)) is not None:
-        return
+        return None
     report = index_subdir(noarch, options)
     if report.error is not None:
         raise TransientStoreError(f"could not create the noarch index first: {report.error}")
+    return report

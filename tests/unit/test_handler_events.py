@@ -19,8 +19,10 @@ from reindexer.handlers import full_reindex, package_events, runtime
 from reindexer.handlers.wiring import Wiring
 from reindexer.indexer import index_channel
 from reindexer.options import IndexOptions
+from reindexer.publication import load_state
 from reindexer.storage.memory import MemoryStore
 from reindexer.store import TransientStoreError
+from reindexer.subdir_ref import SubdirRef
 from reindexer_cli.lambda_events import LocalLambdaContext, s3_message, sqs_event, sqs_record
 from tests.support.archives import index_json, package_bytes
 from tests.support.clock import FakeClock
@@ -121,6 +123,34 @@ def test_a_batch_announces_its_indexed_and_rejected_files_and_the_publication_bu
     assert f"{CHANNEL}/{SUBDIR}/repodata.json" in published.detail["keys"]
     for key in published.detail["keys"]:
         assert channel.store.head(key) is not None, f"{key} is announced but was not written"
+
+
+def test_the_first_upload_to_a_new_channel_announces_the_noarch_index_it_publishes_first() -> None:
+    channel = Channel()
+    fresh = "team/new"
+    noarch = "n-1.0-h0_0.conda"
+    for subdir, name in (("noarch", noarch), ("noarch", "broken-1.0-h0_0.conda"), (SUBDIR, A1)):
+        data = ARCHIVES.get(name) or b"not a zip"
+        if name == noarch:
+            data = package_bytes(name, index_json("n", "1.0", subdir="noarch"))
+        channel.store.write(join_key(fresh, subdir, name), data, content_type="application/octet-stream")
+    record = sqs_record(s3_message(BUCKET, join_key(fresh, SUBDIR, A1)), message_id=A1)
+
+    result = package_events.build_handler(channel.wiring)(
+        sqs_event(record), LocalLambdaContext(timeout=600, clock=channel.clock.monotonic)
+    )
+
+    assert result == {"batchItemFailures": []}
+    state, _ = load_state(SubdirRef(channel.store, fresh, "noarch"))
+    assert state is not None
+    reason = state.rejected["broken-1.0-h0_0.conda"].reason
+    assert lines(channel.taken()) == [
+        f"Package Indexed {fresh}/{SUBDIR}/{A1}",
+        f"Subdir Published {fresh}/{SUBDIR}: 1 added, 0 updated, 0 removed, 0 rejected",
+        f"Package Indexed {fresh}/noarch/{noarch}",
+        f"Package Rejected {fresh}/noarch/broken-1.0-h0_0.conda: {reason}",
+        f"Subdir Published {fresh}/noarch: 1 added, 0 updated, 0 removed, 1 rejected",
+    ]
 
 
 def test_a_delete_announces_the_removal_and_the_publication() -> None:

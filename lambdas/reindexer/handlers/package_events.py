@@ -196,6 +196,10 @@ def _update(batch: SubdirBatch, budget: TimeBudget, wiring: Wiring) -> set[str]:
         return set(batch.filenames)
     _observe(batch, report, wiring)
     events = subdir_events(batch.bucket, batch.channel, report, judged=batch.filenames.keys())
+    if report.noarch_first is not None:
+        # A new channel's noarch index, made before this subdir's: announced as a full run's would be.
+        noarch = report.noarch_first
+        events += subdir_events(batch.bucket, batch.channel, noarch, judged=noarch.rejected_now)
     wiring.put_events(events, budget.seconds_left(wiring.clock))
     if report.error or (report.channel_files is not None and report.channel_files.retry):
         # A channel-file redraw the store refused comes back with the batch: the redelivered update has
