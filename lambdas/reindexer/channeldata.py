@@ -21,7 +21,10 @@ repodata.json and the packages' metadata: `{"channeldata_version": 1, "packages"
 Keys without a value are left out, as conda-index drops None. Not written: the fields we do not read from
 packages (icons, source URLs, tags, keywords, and the prefix and link-script flags of paths.json and
 info/recipe). Unlike conda-index, which only ever adds to the channeldata.json it finds, the document is
-made from the subdirs as they are: a package deleted everywhere leaves it.
+made from the subdirs as they are: a package deleted everywhere leaves it. Compared with conda-index 0.13's
+output on the same packages in tests/integration/test_differential_conda_index.py; besides the above it
+differs on versions equal but spelled differently (1.0 / 1.0.0: it keeps the build met first, we the newer)
+and, through its timestamp slip, may take a field from an older build than the one it means to.
 
 Every publication makes it again from every record of the channel, so records are decoded only where a
 field is needed: name, version and build come from the file name (a record's are checked to equal them),
