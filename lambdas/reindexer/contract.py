@@ -310,9 +310,15 @@ def run_read_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
 
 
 def run_commit_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
-    """The fan-out's commit step publishes as a full reindex does and deletes its run's objects."""
+    """The fan-out's commit step publishes as a full reindex does and deletes its run's objects. It edits no
+    patch instructions: yank, unyank and patch go to the full-reindex function (the steps refuse them)."""
     grants = full_reindex_grants(channel_prefixes)
-    return replace(grants, delete=(*grants.delete, *_runs(channel_prefixes)))
+    edits = {join_key(channel, "*", PATCH_INSTRUCTIONS) for channel in channel_prefixes or ("",)}
+    return replace(
+        grants,
+        write=tuple(pattern for pattern in grants.write if pattern not in edits),
+        delete=(*grants.delete, *_runs(channel_prefixes)),
+    )
 
 
 def operator_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
