@@ -309,7 +309,8 @@ class CondaChannel(Construct):
 
     def _reindex_workflow(self, code: lambda_.Code) -> ReindexWorkflow:
         """The fan-out full reindex: a function per step, each with the grants of its step only (the
-        commit's are the full reindex's and the run folders' deletion), and the state machine."""
+        commit's are the full reindex's but for the patch-instruction edits, and the run folders'
+        deletion), and the state machine."""
         prefixes = self.settings.channel_prefixes
         steps = []
         for name, handler, grants, description, reason in (
@@ -318,8 +319,9 @@ class CondaChannel(Construct):
                 RUN_PLAN_HANDLER,
                 run_plan_grants(prefixes),
                 "Full reindex, fan-out: plan the packages to read",
-                "Reads the channel (listings, states); writes a run's manifest under the runs folder and "
-                "deletes expired runs there; run names are execution names, unknown at deploy time.",
+                "Reads each subdir's state (subdirs appear with uploads); writes a run's manifest under the "
+                "runs folder and deletes expired runs there; run names are execution names, unknown at "
+                "deploy time.",
             ),
             (
                 "RunRead",
@@ -334,8 +336,9 @@ class CondaChannel(Construct):
                 RUN_COMMIT_HANDLER,
                 run_commit_grants(prefixes),
                 "Full reindex, fan-out: commit the batches' results",
-                "Publishes as the full reindex does (see its function) and deletes its run's objects under "
-                "the runs folder; subdir folders and run names are not known at deploy time.",
+                "Publishes as the full reindex does (see its function; no patch-instruction edits) and "
+                "deletes its run's objects under the runs folder; subdir folders and run names are not "
+                "known at deploy time.",
             ),
         ):
             function = self._function(
