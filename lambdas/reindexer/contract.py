@@ -288,11 +288,14 @@ def _runs(channel_prefixes: tuple[str, ...], *below: str) -> tuple[str, ...]:
 
 
 def run_plan_grants(channel_prefixes: tuple[str, ...]) -> ObjectGrants:
-    """The fan-out's plan step lists the channel and reads each subdir's state (never a package), writes its
-    run's manifest and deletes the folders of runs that expired without committing."""
+    """The fan-out's plan step lists the channel and reads each subdir's state, or the repodata.json another
+    tool left where there is none (never a package), writes its run's manifest and deletes the folders of
+    runs that expired without committing."""
     channels = channel_prefixes or ("",)
     return ObjectGrants(
-        read=tuple(join_key(channel, "*", STATE_FILE) for channel in channels),
+        read=tuple(
+            join_key(channel, "*", name) for channel in channels for name in (STATE_FILE, REPODATA_JSON)
+        ),
         write=run_manifest_patterns(channel_prefixes),
         delete=_runs(channel_prefixes),
     )

@@ -34,6 +34,7 @@ from reindexer.contract import (
     PATCH_INSTRUCTIONS,
     PROBE_KEY_PREFIX,
     PUBLISHED_FILES,
+    REPODATA_JSON,
     RUN_COMMIT_HANDLER,
     RUN_EXPIRY_DAYS,
     RUN_MANIFEST,
@@ -49,6 +50,8 @@ from reindexer.contract import (
     UNPATCHED_FILES,
     join_key,
 )
+from reindexer.indexer import index_channel
+from reindexer.layout import package_extension
 from reindexer.reindex_runs import (
     BatchResult,
     RunItem,
@@ -344,9 +347,9 @@ def test_the_plan_writes_only_its_manifests_and_deletes_only_expired_run_folders
         assert run.plans[channel, EXECUTIONS[1]].expired_runs_deleted == 0
         assert run.plans[channel, EXECUTIONS[2]].expired_runs_deleted == 1
     assert deletes == set().union(*run.expired.values(), *run.recent.values())
-    # The plan reads listings and states, never a package.
+    # The plan reads listings and states (or, without one, another tool's repodata.json), never a package.
     reads = done(run, RUN_PLAN_HANDLER, "s3:GetObject")
-    assert reads and all(key.endswith(STATE_FILE) for key in reads), reads
+    assert reads and all(key.endswith((STATE_FILE, f"/{REPODATA_JSON}")) for key in reads), reads
 
 
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
@@ -430,13 +433,13 @@ def test_the_state_machine_reads_the_manifests_and_nothing_else_in_the_bucket(mo
 
 
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
-def test_every_granted_pattern_of_the_fanout_roles_is_used(mode, granted_fanout):
+def test_every_granted_pattern_of_the_fanout_roles_is_used(mode, granted_fanout, adopting_fanout):
     # So that dropping any of them below is a real test, and a grant no step needs is noticed. No exceptions:
     # the commit role's patch-instruction writes, once inherited from the full reindex's grants, were the
     # only pattern unused (yank, unyank and patch go to the full-reindex function) and are granted no more.
-    run = granted_fanout(mode)
+    allowed = granted_fanout(mode).guard.allowed + adopting_fanout(mode).guard.allowed
     for role, grants in all_grants(mode).items():
-        assert unused_patterns(grants, run.guard.allowed) == [], role
+        assert unused_patterns(grants, allowed) == [], role
 
 
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
@@ -464,3 +467,39 @@ def test_dropping_any_granted_pattern_gets_its_step_refused_on_its_keys(mode, gr
     assert dropped > 0
     # Only a read may be covered by another grant; every write and delete pattern is needed on its own.
     assert all(action == "s3:GetObject" for _, action, _ in covered), covered
+
+
+def run_adopting(mode: str, packages: dict[str, list[Package]]) -> Fanout:
+    """Indexing an existing bucket: each channel's subdirs hold a repodata.json another tool made
+    (rattler-index, say) and no state yet; one execution."""
+    grants = all_grants(mode)
+    run = Fanout(RoleGuard(), MemoryStore("adopted-bucket"))
+    scratch = MemoryStore("scratch")
+    for channel in CHANNELS[mode]:
+        publish(scratch, channel, *packages["noarch"], *packages["linux-64"])
+        index_channel(scratch, channel, index_options(run.clock, jobs=1))
+    for key in scratch.objects:
+        if key.endswith(f"/{REPODATA_JSON}") or package_extension(key) is not None:
+            run.store.write(key, scratch.read(key)[0], content_type="application/octet-stream")
+    run.guard.watch(run.store)
+    for channel in CHANNELS[mode]:
+        execute(run, mode, grants, channel, EXECUTIONS[0])
+    return run
+
+
+@pytest.fixture(scope="module")
+def adopting_fanout(packages: dict[str, list[Package]]) -> Callable[[str], Fanout]:
+    return cache(lambda mode: run_adopting(mode, packages))
+
+
+@pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
+def test_a_fanout_over_a_bucket_another_tool_indexed_adopts_its_repodata_within_the_roles(
+    mode, adopting_fanout
+):
+    run = adopting_fanout(mode)
+
+    assert run.guard.denied == [] and run.failures == []
+    reads = done(run, RUN_PLAN_HANDLER, "s3:GetObject")
+    assert {key for key in reads if key.endswith(f"/{REPODATA_JSON}")}, reads
+    for channel in CHANNELS[mode]:
+        assert run.commits[channel, EXECUTIONS[0]].complete
