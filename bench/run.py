@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import events, import_probe, worst_inputs
+from bench import events, fanout, import_probe, worst_inputs
 from bench.children import (
     ChildRun,
     last_json_line,
@@ -194,14 +194,15 @@ class IndexReport:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description=f"{__doc__}\nThe event-path benchmark (bench.events) and the worst-input benchmark "
-        "(bench.worst_inputs) run after it unless --only says.",
+        description=f"{__doc__}\nThe event-path benchmark (bench.events), the worst-input benchmark "
+        "(bench.worst_inputs) and the fan-out\nbenchmark (bench.fanout: the fan-out full reindex against the "
+        "single full-reindex function) run after it\nunless --only says.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--only",
-        choices=("index", "events", "worst"),
-        help="run only the index, the event-path or the worst-input benchmark (default: all three)",
+        choices=("index", "events", "worst", "fanout"),
+        help="run only the index, event-path, worst-input or fan-out benchmark (default: all four)",
     )
     parser.add_argument(
         "--sizes",
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_results_argument(parser)
     events.add_arguments(parser)
     worst_inputs.add_arguments(parser)
+    fanout.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.count_packages < 0:
         parser.error("--count-packages must be 0 or more")
@@ -262,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + "=" * 100 + "\n", flush=True)
     if args.only in (None, "worst"):
         worst_inputs.run(args)
+    if args.only is None:
+        print("\n" + "=" * 100 + "\n", flush=True)
+    if args.only in (None, "fanout"):
+        fanout.run(args)
     return 0
 
 
