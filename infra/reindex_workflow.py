@@ -94,8 +94,10 @@ class ReindexWorkflow(Construct):
             lambda_function=read,
             payload=sfn.TaskInput.from_json_path_at("$"),
             retry_on_service_exceptions=False,
-            # The counts only: the packages' records are in the batch's result object.
-            output_path="$.Payload",
+            # One number per batch (the packages it indexed): the map gathers its children's outputs into
+            # one array, held to the 256 KiB of a state's output; records and reasons are in the result
+            # object and in the child execution's history.
+            output_path="$.Payload.indexed",
             comment="Read one batch of packages into one result object",
         )
         # Packages throttled or left when the time ran out: each retry reads only what earlier ones left.

@@ -122,6 +122,8 @@ def test_each_batch_is_read_by_the_read_function_and_retried_with_capped_jittere
     task = read_task(mode)
     assert handler_of(mode, task) == RUN_READ_HANDLER
     assert task["Parameters"]["Payload.$"] == "$"
+    # A number per batch: the map's array of outputs stays far below 256 KiB even at 10,000 batches.
+    assert task["OutputPath"] == "$.Payload.indexed"
     assert task.get("End") is True and "Catch" not in task
     incomplete = retrier(task, BATCH_INCOMPLETE_ERROR)
     assert incomplete["MaxAttempts"] >= 5

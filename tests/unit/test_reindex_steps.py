@@ -13,7 +13,7 @@ import pytest
 from reindexer.channel_events import CollectingSink
 from reindexer.config import HandlerSettings
 from reindexer.contract import BATCH_INCOMPLETE_ERROR, COMMIT_INCOMPLETE_ERROR, STATE_FILE, join_key
-from reindexer.handlers import reindex_steps
+from reindexer.handlers import full_reindex, reindex_steps
 from reindexer.handlers.wiring import Wiring
 from reindexer.reindex_runs import RunInputError
 from reindexer.storage.memory import MemoryStore
@@ -227,3 +227,35 @@ def test_a_run_with_nothing_to_read_commits_without_a_manifest() -> None:
 
     assert answer["complete"] is True and answer["summary"] == "complete"
     assert not [key for key in steps.store.objects if "/.reindexer/runs/" in key]
+
+
+def test_the_commits_answer_stays_small_whatever_the_channel_holds() -> None:
+    # It is the execution's output, which Step Functions refuses over 256 KiB: counts, not file lists.
+    steps = Steps(count=0)
+    long = "x" * 100
+    for i in range(2000):
+        steps.put("noarch", f"{long}{i}-1.0-h0_0.conda")
+    plan = steps.plan({"channel": CHANNEL})
+    for batch in steps.batches(plan, size=500):
+        steps.read(batch)
+
+    answer = steps.commit(plan)
+
+    assert answer["complete"] is True
+    assert answer["subdirs"]["noarch"]["added"] == 2000
+    assert len(json.dumps(answer)) < 4096
+
+
+def test_a_full_runs_log_line_shows_the_first_files_of_a_long_list_and_its_length() -> None:
+    # One log line is one CloudWatch Logs event: a cold index of 100,000 packages would not fit in one.
+    report: dict[str, Any] = {
+        "added": [f"p{i}-1-0.conda" for i in range(5000)],
+        "removed": ["gone-1-0.conda"],
+        "seconds": 1.0,
+    }
+
+    line = full_reindex._loggable(report)
+
+    assert line["added"] == report["added"][: full_reindex.LOGGED_FILES] and line["added_count"] == 5000
+    assert line["removed"] == ["gone-1-0.conda"] and "removed_count" not in line
+    assert line["seconds"] == 1.0

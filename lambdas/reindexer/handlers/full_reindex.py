@@ -49,6 +49,8 @@ READ_SHARE = 0.7
 WAIT_SHARE = 0.2
 # Kept free at the end of the invocation, after the events, for the answer, the log lines and the metrics.
 END_MARGIN_SECONDS = 1.0
+# Files of each list a "subdir reindexed" log line shows (the count of all is beside them).
+LOGGED_FILES = 50
 
 
 class BadRequestError(ValueError):
@@ -237,7 +239,7 @@ def observe_full_run(
     for name, subdir in sorted(report.subdirs.items()):
         logger.info(
             "subdir reindexed",
-            extra={"bucket": bucket, "channel": channel, "subdir": name, **subdir.to_dict()},
+            extra={"bucket": bucket, "channel": channel, "subdir": name, **_loggable(subdir.to_dict())},
         )
         count = MetricUnit.Count
         metrics.add_metric(name=Metric.PACKAGES_INDEXED, unit=count, value=len(subdir.added + subdir.updated))
@@ -261,6 +263,18 @@ def observe_full_run(
             for event in subdir_events(bucket, channel, subdir, judged=_judged(subdir, force))
         ]
         wiring.put_events(_publications_first(events), seconds_left(context) - END_MARGIN_SECONDS)
+
+
+def _loggable(report: dict[str, Any]) -> dict[str, Any]:
+    """A subdir's report for one log line: lists longer than LOGGED_FILES cut to their first ones, with
+    their length beside them (a cold index of 100,000 packages would make a line of megabytes, over what
+    CloudWatch Logs takes in one event)."""
+    loggable = dict(report)
+    for key, value in report.items():
+        if isinstance(value, list) and len(value) > LOGGED_FILES:
+            loggable[key] = value[:LOGGED_FILES]
+            loggable[f"{key}_count"] = len(value)
+    return loggable
 
 
 def _judged(report: SubdirReport, force: bool) -> Collection[str]:

@@ -24,6 +24,7 @@ from ..reindex_runs import (
     read_batch,
     run_name,
 )
+from ..reports import ChannelReport
 from ..store import StoreError
 from .full_reindex import BadRequestError, FullReindexRequest, observe_full_run
 from .runtime import logger, metrics, seconds_left
@@ -34,6 +35,10 @@ READ_SHARE = 0.75
 # The commit reads what the batches left (uploads since the plan, failed batches) within this share.
 COMMIT_READ_SHARE = 0.5
 WAIT_SHARE = 0.3
+# Files left unread shown per subdir in the commit's answer (the counts are all there), and the map error's
+# cause kept: the answer is the execution's output, at most 256 KiB.
+EXAMPLES = 5
+MAX_CAUSE = 2000
 
 
 class BatchIncompleteError(Exception):
@@ -147,12 +152,7 @@ def handle_commit(event: dict[str, Any], context: LambdaContext, wiring: Wiring)
     if not report.ok:
         failed = {name: subdir.error for name, subdir in sorted(report.subdirs.items()) if subdir.error}
         raise CommitIncompleteError(f"not committed: {failed}")
-    read_error = event.get("read_error")
-    answer = {"run": run, **report.to_dict(), "read_error": read_error}
-    # A map that failed ends the execution failed (and alarmed) even when the commit read what it left.
-    answer["complete"] = report.complete and not read_error
-    answer["summary"] = _summary(report.to_dict(), read_error)
-    return answer
+    return _commit_answer(run, report, event.get("read_error"))
 
 
 def _request(event: Any, wiring: Wiring) -> FullReindexRequest:
@@ -163,19 +163,57 @@ def _request(event: Any, wiring: Wiring) -> FullReindexRequest:
     return request
 
 
-def _summary(report: dict[str, Any], read_error: Any) -> str:
-    """One line for the execution's end: complete, or what is left and why."""
-    left = {
-        name: len(subdir["failed"]) + len(subdir["deferred"])
-        for name, subdir in report["subdirs"].items()
-        if subdir["failed"] or subdir["deferred"]
+def _commit_answer(run: str, report: ChannelReport, read_error: Any) -> dict[str, Any]:
+    """The run's report as the execution's output: counts, and a few of the files left with their reasons.
+    Step Functions refuses a state's output over 256 KiB, which lists of every file would pass."""
+    subdirs = {}
+    for name, subdir in sorted(report.subdirs.items()):
+        left = [
+            *(f.to_dict() for f in subdir.failed),
+            *({"file": f, "reason": "deferred"} for f in subdir.deferred),
+        ]
+        subdirs[name] = {
+            "added": len(subdir.added),
+            "updated": len(subdir.updated),
+            "removed": len(subdir.removed),
+            "unchanged": subdir.unchanged,
+            "rejected": len(subdir.rejected),
+            "left": len(left),
+            "left_examples": left[:EXAMPLES],
+            "error": subdir.error,
+        }
+    # A map that failed ends the execution failed (and alarmed) even when the commit read what it left.
+    complete = report.complete and not read_error
+    return {
+        "run": run,
+        "target": report.target,
+        "complete": complete,
+        "summary": _summary(complete, subdirs, read_error),
+        "subdirs": subdirs,
+        "skipped_subdirs": report.skipped,
+        "misplaced": len(report.rejected),
+        "read_error": _bounded(read_error),
+        "requests": dict(sorted(report.requests.items())),
+        "seconds": round(report.seconds, 3),
     }
-    if report["complete"] and not read_error:
+
+
+def _summary(complete: bool, subdirs: dict[str, dict[str, Any]], read_error: Any) -> str:
+    """One line for the execution's end: complete, or what is left and why."""
+    if complete:
         return "complete"
     reasons = []
     if read_error:
         error = read_error.get("Error") if isinstance(read_error, dict) else read_error
         reasons.append(f"the read map failed ({str(error)[:200]}; the commit read what it left)")
+    left = {name: subdir["left"] for name, subdir in subdirs.items() if subdir["left"]}
     if left:
         reasons.append(f"packages left unread by subdir {left}")
     return "incomplete: " + "; ".join(reasons) + "; start the reindex again to continue"
+
+
+def _bounded(read_error: Any) -> Any:
+    """The map's error as Step Functions gave it, its cause cut to a readable length."""
+    if not isinstance(read_error, dict):
+        return read_error
+    return {key: str(value)[:MAX_CAUSE] for key, value in read_error.items()}
