@@ -1,7 +1,8 @@
 """Every benchmark of bench/ end to end at a tiny size, as `python -m bench.run` (what `make bench` runs):
 the index timings on SeaweedFS, the request counts on the counting moto server, the handler's import time,
-the event path and the worst inputs. Each run must exit 0, print its report and write its figures (into a
-temporary folder, not .bench/), with every benchmarked run completed.
+the event path, the worst inputs and the fan-out full reindex against the single function. Each run must
+exit 0, print its report and write its figures (into a temporary folder, not .bench/), with every
+benchmarked run completed.
 
 Only that the figures came out is checked, not the targets: timings on a tiny channel say nothing. Also
 checked: bench/'s modules import one another without a cycle or another module's private names, and run
@@ -172,6 +173,21 @@ def test_worst_inputs(tmp_path: Path) -> None:
         assert row["cpu_seconds"] > 0 and row["peak_rss_mb"] > 0 and row["runs"] == 1
     assert all(row["cpu_ratio"] is not None for row in rows[3:])
     assert "highest CPU ratio:" in stdout and "UNEXPECTED" not in stdout
+
+
+def test_fanout(tmp_path: Path) -> None:
+    stdout, results = run_bench(tmp_path, "--only", "fanout", "--fanout-packages", str(PACKAGES))
+    report = figures(results, "fanout-bench.json", stdout)
+    assert report["packages"] == PACKAGES
+    single, fanout = report["runs"]
+    assert (single["path"], fanout["path"]) == ("single function", "fan-out")
+    for run in (single, fanout):
+        assert run["exit_code"] == 0, run["stderr_tail"]
+        assert run["requests"]["GET pkg"] == PACKAGES and run["cpu_seconds"] > 0
+    assert fanout["report"]["status"] == "SUCCEEDED" and fanout["report"]["invoked"]["read"] >= 1
+    assert report["comparison"]["records"] == {"single function": PACKAGES, "fan-out": PACKAGES}
+    assert report["comparison"]["run_objects_left"] == []
+    assert "=== fan-out full reindex against the single full-reindex function" in stdout
 
 
 # --- bench/'s structure ------------------------------------------------------------------------------
