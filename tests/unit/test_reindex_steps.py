@@ -246,16 +246,31 @@ def test_the_commits_answer_stays_small_whatever_the_channel_holds() -> None:
     assert len(json.dumps(answer)) < 4096
 
 
-def test_a_full_runs_log_line_shows_the_first_files_of_a_long_list_and_its_length() -> None:
-    # One log line is one CloudWatch Logs event: a cold index of 100,000 packages would not fit in one.
+def test_a_full_runs_log_line_and_answer_show_the_first_files_of_a_long_list_and_its_length() -> None:
+    # One log line is one CloudWatch Logs event, an answer at most 6 MB: a cold index of 100,000 packages
+    # would fit in neither.
     report: dict[str, Any] = {
         "added": [f"p{i}-1-0.conda" for i in range(5000)],
         "removed": ["gone-1-0.conda"],
         "seconds": 1.0,
     }
 
-    line = full_reindex._loggable(report)
+    line = full_reindex.cut_lists(report, 50)
 
-    assert line["added"] == report["added"][: full_reindex.LOGGED_FILES] and line["added_count"] == 5000
+    assert line["added"] == report["added"][:50] and line["added_count"] == 5000
     assert line["removed"] == ["gone-1-0.conda"] and "removed_count" not in line
     assert line["seconds"] == 1.0
+
+
+def test_the_full_reindex_functions_answer_shows_the_first_files_of_a_long_list_and_its_length() -> None:
+    # The function next to the state machine: its answer to the console must stay under Lambda's 6 MB.
+    steps = Steps(count=0)
+    for i in range(full_reindex.ANSWERED_FILES + 100):
+        steps.put("noarch", f"p{i}-1.0-h0_0.conda")
+
+    answer = steps.call(full_reindex.build_handler, {"channel": CHANNEL})
+
+    noarch = answer["subdirs"]["noarch"]
+    assert answer["complete"] is True
+    assert len(noarch["added"]) == full_reindex.ANSWERED_FILES
+    assert noarch["added_count"] == full_reindex.ANSWERED_FILES + 100

@@ -49,8 +49,9 @@ READ_SHARE = 0.7
 WAIT_SHARE = 0.2
 # Kept free at the end of the invocation, after the events, for the answer, the log lines and the metrics.
 END_MARGIN_SECONDS = 1.0
-# Files of each list a "subdir reindexed" log line shows (the count of all is beside them).
+# Files of each list a "subdir reindexed" log line and the answer show (the count of all is beside them).
 LOGGED_FILES = 50
+ANSWERED_FILES = 500
 
 
 class BadRequestError(ValueError):
@@ -229,7 +230,12 @@ def handle_full_reindex(event: dict[str, Any], context: LambdaContext, wiring: W
         metrics.add_metric(name=Metric.SUBDIR_UPDATE_FAILURES, unit=MetricUnit.Count, value=1)
         return {"ok": False, "complete": False, "error": _crash_reason(error)}
     observe_full_run(request.bucket, request.channel, report, request.force, wiring, context)
-    return {"bucket": request.bucket, "channel": request.channel, **report.to_dict()}
+    answer = report.to_dict()
+    # Lambda refuses an answer over 6 MB: a cold index of a large channel lists too many files in one.
+    answer["subdirs"] = {
+        name: cut_lists(subdir, ANSWERED_FILES) for name, subdir in answer["subdirs"].items()
+    }
+    return {"bucket": request.bucket, "channel": request.channel, **cut_lists(answer, ANSWERED_FILES)}
 
 
 def observe_full_run(
@@ -239,7 +245,12 @@ def observe_full_run(
     for name, subdir in sorted(report.subdirs.items()):
         logger.info(
             "subdir reindexed",
-            extra={"bucket": bucket, "channel": channel, "subdir": name, **_loggable(subdir.to_dict())},
+            extra={
+                "bucket": bucket,
+                "channel": channel,
+                "subdir": name,
+                **cut_lists(subdir.to_dict(), LOGGED_FILES),
+            },
         )
         count = MetricUnit.Count
         metrics.add_metric(name=Metric.PACKAGES_INDEXED, unit=count, value=len(subdir.added + subdir.updated))
@@ -265,16 +276,15 @@ def observe_full_run(
         wiring.put_events(_publications_first(events), seconds_left(context) - END_MARGIN_SECONDS)
 
 
-def _loggable(report: dict[str, Any]) -> dict[str, Any]:
-    """A subdir's report for one log line: lists longer than LOGGED_FILES cut to their first ones, with
-    their length beside them (a cold index of 100,000 packages would make a line of megabytes, over what
-    CloudWatch Logs takes in one event)."""
-    loggable = dict(report)
+def cut_lists(report: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A report with each list longer than `limit` cut to its first entries and its length beside it
+    (`<key>_count`): for a log line (one CloudWatch Logs event) or an answer (Lambda's 6 MB)."""
+    cut = dict(report)
     for key, value in report.items():
-        if isinstance(value, list) and len(value) > LOGGED_FILES:
-            loggable[key] = value[:LOGGED_FILES]
-            loggable[f"{key}_count"] = len(value)
-    return loggable
+        if isinstance(value, list) and len(value) > limit:
+            cut[key] = value[:limit]
+            cut[f"{key}_count"] = len(value)
+    return cut
 
 
 def _judged(report: SubdirReport, force: bool) -> Collection[str]:
