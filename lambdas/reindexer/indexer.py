@@ -64,7 +64,10 @@ def index_channel(
         store, channel, options.repodata_patch, max_size=options.max_package_bytes
     )
     for subdir in sorted(subdirs):
-        if options.deadline is not None and clock.monotonic() >= options.deadline:
+        # Past the read deadline a subdir is left for the next run, unless verdicts read beforehand are
+        # waiting (a fan-out commit): those are committed, and what is still unread is deferred.
+        late = options.deadline is not None and clock.monotonic() >= options.deadline
+        if late and not (prefetched or {}).get(subdir):
             report.skipped.append(subdir)
             continue
         try:

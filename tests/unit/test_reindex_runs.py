@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,6 +116,26 @@ def test_the_commit_takes_the_batches_verdicts_and_reads_no_package_again() -> N
     commit_run(store, CHANNEL, RUN, options(store))
 
     assert reads == []
+
+
+def test_a_commit_past_its_read_deadline_still_commits_every_subdir_the_batches_read() -> None:
+    store = channel()
+    plan = plan_run(store, CHANNEL, RUN, options(store))
+    assert plan.manifest_key is not None
+    items = manifest(store, plan.manifest_key)
+    read_batch(
+        store, CHANNEL, RUN, [item for item in items if item.name != "p1-1.0-h0_0.conda"], options(store)
+    )
+    reads = package_reads(store)
+
+    late = replace(options(store), deadline=CLOCK.monotonic() - 1)
+    report = commit_run(store, CHANNEL, RUN, late)
+
+    # Nothing read past the deadline: the one package the batches left is deferred, not the subdirs skipped.
+    assert reads == [] and report.skipped == []
+    assert report.subdirs["linux-64"].deferred == ["p1-1.0-h0_0.conda"]
+    assert report.subdirs["noarch"].complete and len(records(store, "noarch")) == 6
+    assert len(records(store, "linux-64")) == 5
 
 
 def test_a_run_with_nothing_to_read_writes_nothing() -> None:

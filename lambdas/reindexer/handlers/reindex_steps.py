@@ -188,7 +188,7 @@ def _commit_answer(run: str, report: ChannelReport, read_error: Any) -> dict[str
         "run": run,
         "target": report.target,
         "complete": complete,
-        "summary": _summary(complete, subdirs, read_error),
+        "summary": _summary(complete, subdirs, report.skipped, read_error),
         "subdirs": subdirs,
         "skipped_subdirs": report.skipped,
         "misplaced": len(report.rejected),
@@ -198,7 +198,7 @@ def _commit_answer(run: str, report: ChannelReport, read_error: Any) -> dict[str
     }
 
 
-def _summary(complete: bool, subdirs: dict[str, dict[str, Any]], read_error: Any) -> str:
+def _summary(complete: bool, subdirs: dict[str, dict[str, Any]], skipped: list[str], read_error: Any) -> str:
     """One line for the execution's end: complete, or what is left and why."""
     if complete:
         return "complete"
@@ -209,6 +209,8 @@ def _summary(complete: bool, subdirs: dict[str, dict[str, Any]], read_error: Any
     left = {name: subdir["left"] for name, subdir in subdirs.items() if subdir["left"]}
     if left:
         reasons.append(f"packages left unread by subdir {left}")
+    if skipped:
+        reasons.append(f"subdirs not started in time {skipped}")
     return "incomplete: " + "; ".join(reasons) + "; start the reindex again to continue"
 
 
