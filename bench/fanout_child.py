@@ -292,9 +292,9 @@ def synthesize(output: str) -> None:
     from aws_cdk import aws_lambda as lambda_
     from aws_cdk.assertions import Template
 
+    from devtools.state_machine_template import state_machines
     from infra.channel_stack import ChannelStack
     from infra.settings import ChannelSettings
-    from tests.support.synthesized import state_machines
 
     stack = ChannelStack(
         cdk.App(),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from devtools.state_machine_template import SynthesizedStateMachine, state_machines
 from reindexer.contract import (
     BATCH_INCOMPLETE_ERROR,
     COMMIT_INCOMPLETE_ERROR,
@@ -32,7 +33,6 @@ from tests.infra.test_conda_channel import (
     statements,
     template,
 )
-from tests.support.synthesized import SynthesizedStateMachine, state_machines
 
 MODES = ["private", "public", "tuned"]
 # (concurrency, packages per batch) each mode's context asks for

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from bench.fast_upload import Uploader
+from devtools.state_machine_template import SynthesizedStateMachine, state_machines
 from reindexer.channel_events import CollectingSink
 from reindexer.config import HandlerSettings
 from reindexer.contract import (
@@ -42,7 +43,6 @@ from reindexer_cli.state_machine import Execution, LocalStateMachine, StatesErro
 from tests.infra.test_conda_channel import template
 from tests.support.archives import index_json, package_bytes
 from tests.support.stores import StoreWrapper, s3_store
-from tests.support.synthesized import SynthesizedStateMachine, state_machines
 
 pytestmark = pytest.mark.slow
 
