@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -599,18 +599,26 @@ class _Validator:
         elif _ALL in names and (len(names) > 1 or not last):
             self.problem(where, f"{_ALL} must appear alone, in the last retrier or catcher")
 
-    def retriers(self, retriers: Any, where: str) -> None:
-        if not isinstance(retriers, list):
-            self.problem(where, "Retry must be a list")
+    def handlers(
+        self, entries: Any, kind: str, fields: set[str], where: str
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The retriers or catchers (`kind` Retry or Catch) that are JSON objects, with where each stands;
+        the shared checks (a list, known fields, ErrorEquals) reported for all of them."""
+        if not isinstance(entries, list):
+            self.problem(where, f"{kind} must be a list")
             return
-        for index, retrier in enumerate(retriers):
-            at = f"{where} Retry[{index}]"
-            if not isinstance(retrier, dict):
+        for index, entry in enumerate(entries):
+            at = f"{where} {kind}[{index}]"
+            if not isinstance(entry, dict):
                 self.problem(at, "must be a JSON object")
                 continue
-            for unknown in sorted(set(retrier) - _RETRY_FIELDS - {"Comment"}):
+            for unknown in sorted(set(entry) - fields - {"Comment"}):
                 self.problem(at, f"field {unknown!r} is not simulated by the local driver")
-            self.error_names(retrier.get("ErrorEquals"), at, index == len(retriers) - 1)
+            self.error_names(entry.get("ErrorEquals"), at, index == len(entries) - 1)
+            yield at, entry
+
+    def retriers(self, retriers: Any, where: str) -> None:
+        for at, retrier in self.handlers(retriers, "Retry", _RETRY_FIELDS, where):
             checks = (
                 ("IntervalSeconds", _is_int(retrier.get("IntervalSeconds", 1), 1), "a positive integer"),
                 ("MaxAttempts", _is_int(retrier.get("MaxAttempts", 0), 0), "a non-negative integer"),
@@ -625,17 +633,7 @@ class _Validator:
                 self.problem(at, "BackoffRate must be a number of at least 1.0")
 
     def catchers(self, catchers: Any, states: Mapping[str, Any], where: str) -> None:
-        if not isinstance(catchers, list):
-            self.problem(where, "Catch must be a list")
-            return
-        for index, catcher in enumerate(catchers):
-            at = f"{where} Catch[{index}]"
-            if not isinstance(catcher, dict):
-                self.problem(at, "must be a JSON object")
-                continue
-            for unknown in sorted(set(catcher) - _CATCH_FIELDS - {"Comment"}):
-                self.problem(at, f"field {unknown!r} is not simulated by the local driver")
-            self.error_names(catcher.get("ErrorEquals"), at, index == len(catchers) - 1)
+        for at, catcher in self.handlers(catchers, "Catch", _CATCH_FIELDS, where):
             if catcher.get("Next") not in states:
                 self.problem(at, f"Next {catcher.get('Next')!r} is not a state")
             if catcher.get("ResultPath") is not None:
