@@ -588,33 +588,47 @@ def test_every_granted_pattern_is_used_by_the_indexer(mode, granted_run):
         assert unused_patterns(grants, run.guard.allowed) == [], handler
 
 
-@pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
-def test_dropping_any_granted_pattern_gets_the_indexer_refused_on_its_keys(mode, granted_run, packages):
-    granted = granted_run(mode)
-    grants = stack_grants(mode)
+def check_each_pattern_is_needed(
+    grants: Mapping[str, RoleGrants],
+    allowed: list[tuple[str, str, str]],
+    denied_without: Callable[[str, RoleGrants], list[tuple[str, str, str]]],
+) -> None:
+    """Drop each granted pattern in turn: the scenario run again with that role narrowed
+    (`denied_without(role, narrowed)` → the requests refused) must be refused, and only that role's action
+    on that pattern's keys. Only a read may be covered by another grant (then nothing can be refused)."""
     dropped, covered = 0, []
-    for handler, role in grants.items():
-        requests = [(action, key) for r, action, key in granted.guard.allowed if r == handler]
-        for action, patterns in role.objects.items():
+    for role, own in grants.items():
+        requests = [(action, key) for r, action, key in allowed if r == role]
+        for action, patterns in own.objects.items():
             for pattern in patterns:
-                narrowed = role.without(action, pattern)
+                narrowed = own.without(action, pattern)
                 # Keys only this pattern allowed; none means another pattern covers it (e.g. '*' reads at
                 # the bucket root cover the probe's cached answer), so nothing can be refused.
                 needed = {key for a, key in requests if a == action and not narrowed.allows(a, key)}
                 if not needed:
-                    covered.append((handler, action, pattern))
+                    covered.append((role, action, pattern))
                     continue
-                run = run_stack(mode, {**grants, handler: narrowed}, packages, jobs=1)
-                what = f"{handler} without {action} {pattern!r}"
-                assert run.guard.denied, what
-                assert all(
-                    (r, a) == (handler, action) and iam_matches(pattern, key)
-                    for r, a, key in run.guard.denied
-                ), (what, run.guard.denied)
+                denied = denied_without(role, narrowed)
+                what = f"{role} without {action} {pattern!r}"
+                assert denied, what
+                assert all((r, a) == (role, action) and iam_matches(pattern, key) for r, a, key in denied), (
+                    what,
+                    denied,
+                )
                 dropped += 1
     assert dropped > 0
     # Only a read may be covered by another grant; every write and delete pattern is needed on its own.
     assert all(action == "s3:GetObject" for _, action, _ in covered), covered
+
+
+@pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
+def test_dropping_any_granted_pattern_gets_the_indexer_refused_on_its_keys(mode, granted_run, packages):
+    grants = stack_grants(mode)
+
+    def denied_without(handler: str, narrowed: RoleGrants) -> list[tuple[str, str, str]]:
+        return run_stack(mode, {**grants, handler: narrowed}, packages, jobs=1).guard.denied
+
+    check_each_pattern_is_needed(grants, granted_run(mode).guard.allowed, denied_without)
 
 
 @pytest.mark.parametrize("mode", MODES_AS_SYNTHESIZED)
