@@ -30,7 +30,7 @@ from bench import fanout_child
 from bench.children import module_command, non_negative_int, positive_int, run_child, run_measured
 from bench.fanout_child import DELETE, GET_OTHER, GET_PACKAGE, HEAD, KINDS, LIST, OTHER, PUT
 from bench.fast_upload import Uploader
-from bench.package_cache import CACHE_ROOT, cached_channel
+from bench.package_cache import add_package_cache_argument, cached_channel
 from bench.report import Check, add_results_argument, print_checks, print_table, tail, write_results
 from bench.s3_access import REGION, UPLOAD_THREADS, child_env, s3_client
 from devtools.sample_channel import DEFAULT_SUBDIRS
@@ -154,13 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--package-cache",
-        type=Path,
-        default=CACHE_ROOT,
-        metavar="DIR",
-        help="folder the generated packages are kept in between runs (default .bench/packages)",
-    )
+    add_package_cache_argument(parser)
     add_results_argument(parser)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -8,6 +8,7 @@ the packages are built again and the old pool is removed.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -23,6 +24,19 @@ from devtools.sample_channel import DEFAULT_SUBDIRS, SamplePackage, build_packag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ROOT = REPO_ROOT / ".bench" / "packages"
+
+
+def add_package_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """--package-cache, for every benchmark that builds its channel from the cache."""
+    parser.add_argument(
+        "--package-cache",
+        type=Path,
+        default=CACHE_ROOT,
+        metavar="DIR",
+        help="folder the generated packages are kept in between runs (default .bench/packages)",
+    )
+
+
 POOL_NAME_LENGTH = 16
 CHUNK = 250  # packages per build task: large enough to amortize a task, small enough to spread over cores
 

@@ -50,7 +50,7 @@ from bench.counting_s3 import (
     CountingS3Server,
 )
 from bench.fast_upload import Uploader
-from bench.package_cache import CACHE_ROOT, cached_channel
+from bench.package_cache import CACHE_ROOT, add_package_cache_argument, cached_channel
 from bench.report import Check, add_results_argument, print_checks, print_table, tail, write_results
 from bench.s3_access import REGION, UPLOAD_THREADS, child_env, s3_client
 from bench.tools import rattler_index_command, rattler_index_finished, reindexer_command
@@ -240,13 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_JOBS,
         help=f"reindexer --jobs (default {DEFAULT_JOBS}); rattler-index keeps its own default",
     )
-    parser.add_argument(
-        "--package-cache",
-        type=Path,
-        default=CACHE_ROOT,
-        metavar="DIR",
-        help="folder the generated packages are kept in between runs (default .bench/packages)",
-    )
+    add_package_cache_argument(parser)
     add_results_argument(parser)
     events.add_arguments(parser)
     worst_inputs.add_arguments(parser)
